@@ -1,0 +1,78 @@
+# vxsafe/overlay — build, test and package the Docker network plugin.
+GO       ?= go
+PLUGIN   ?= vxsafe/overlay
+TAG      ?= latest
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+TESTFLAGS ?=
+FUZZTIME ?= 10s
+
+.PHONY: all build rootfs plugin upgrade push test unit fuzz bench demo vet fmt clean
+
+all: build
+
+## build: the vxsafe binary for this host (bin/vxsafe), e.g. for `vxsafe doctor`
+build:
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/vxsafe ./plugin
+
+## rootfs: a static binary in rootfs/, making the repository root a plugin bundle (config.json + rootfs/)
+rootfs:
+	rm -rf rootfs
+	mkdir -p rootfs/run/docker/plugins rootfs/var/lib/vxsafe rootfs/proc rootfs/sys rootfs/dev rootfs/tmp rootfs/etc
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o rootfs/vxsafe ./plugin
+	touch rootfs/etc/hosts rootfs/etc/resolv.conf rootfs/etc/hostname rootfs/run/docker.sock
+
+## plugin: create and enable $(PLUGIN):$(TAG) in the engine DOCKER_HOST points at, replacing an older one
+plugin: rootfs
+	-docker plugin disable -f $(PLUGIN):$(TAG) 2>/dev/null
+	-docker plugin rm -f $(PLUGIN):$(TAG) 2>/dev/null
+	docker plugin create $(PLUGIN):$(TAG) .
+	docker plugin enable $(PLUGIN):$(TAG)
+
+## upgrade: replace the running plugin's binary in place, keeping its settings and networks
+upgrade: rootfs
+	-docker plugin rm -f $(PLUGIN):next 2>/dev/null
+	docker plugin create $(PLUGIN):next .
+	docker plugin push $(PLUGIN):next 2>/dev/null || true
+	docker plugin disable -f $(PLUGIN):$(TAG)
+	docker plugin upgrade --grant-all-permissions --skip-remote-check $(PLUGIN):$(TAG) $(PLUGIN):next
+	docker plugin enable $(PLUGIN):$(TAG)
+
+## push: push $(PLUGIN):$(TAG) to its registry
+push:
+	docker plugin push $(PLUGIN):$(TAG)
+
+## test: every test — unit, kernel (root, fresh namespaces) and end to end (dockerd swarms it starts itself)
+test: vet rootfs
+	$(GO) test -count=1 -timeout 80m $(TESTFLAGS) ./...
+	$(MAKE) fuzz
+
+## unit: the tests that need neither root nor Docker
+unit:
+	$(GO) test -count=1 ./netconfig/ ./store/ ./vni/ ./gossip/ ./metrics/
+
+## fuzz: each fuzz target for FUZZTIME
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseCreateOptions$$' -fuzztime $(FUZZTIME) ./netconfig/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseAllocateOptions$$' -fuzztime $(FUZZTIME) ./netconfig/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseVNI$$' -fuzztime $(FUZZTIME) ./netconfig/
+	$(GO) test -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(FUZZTIME) ./driver/
+
+## bench: benchmarks against the real kernel and a real swarm, printing figures and ratios
+bench: rootfs
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./dataplane/ ./driver/
+	VXSAFE_BENCH=1 $(GO) test -count=1 -run '^TestBenchmarkSwarm$$' -v -timeout 60m ./e2e/
+
+## demo: Docker's overlay failing on a stale device and vxsafe/overlay carrying on, side by side
+demo: rootfs
+	$(GO) run ./e2e/demo
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf rootfs bin
