@@ -1,0 +1,447 @@
+package gossip
+
+import (
+	"cmp"
+	"slices"
+	"sync"
+	"time"
+)
+
+// table is the pure state machine behind the Agent: it merges records by
+// version, keeps tombstones, tracks owner liveness and incarnations and
+// derives Added/Removed events as differences of the set of visible remote
+// endpoints. It does no I/O; time is passed in. All methods are safe for
+// concurrent use.
+type table struct {
+	mu sync.Mutex
+
+	self  string
+	inc   uint64 // own incarnation (boot id)
+	clock uint64 // own per-record counter
+	grace time.Duration
+	ttl   time.Duration
+
+	local  map[recKey]*record
+	owners map[string]*ownerState
+
+	rejected uint64
+}
+
+type recKey struct{ network, endpoint string }
+
+type record struct {
+	ep      Endpoint
+	inc     uint64
+	seq     uint64
+	deleted bool
+	stamp   time.Time // local time this version was stored
+}
+
+type ownerState struct {
+	name string
+	live bool
+	// known: inc holds the owner's current incarnation from its memberlist
+	// metadata (the owner has been seen alive).
+	known bool
+	inc   uint64
+	// Records of the previous incarnation stay visible until prevUntil.
+	prevInc   uint64
+	prevUntil time.Time
+	// downAt: when the owner went down; for owners never seen alive, when
+	// we first heard of them.
+	downAt time.Time
+	recs   map[recKey]*record
+	shown  map[recKey]Endpoint // announced with Added and not yet Removed
+}
+
+// tableStats is a snapshot of the table's sizes.
+type tableStats struct {
+	LocalEndpoints  int
+	RemoteEndpoints int
+	PendingRecords  int
+	Tombstones      int
+	Owners          int
+	Rejected        uint64
+}
+
+func newTable(self string, inc uint64, grace, ttl time.Duration) *table {
+	if grace < 0 {
+		grace = 0
+	}
+	return &table{
+		self:   self,
+		inc:    inc,
+		grace:  grace,
+		ttl:    ttl,
+		local:  make(map[recKey]*record),
+		owners: make(map[string]*ownerState),
+	}
+}
+
+func (r *record) wire(now time.Time) wireRecord {
+	w := wireRecord{Network: r.ep.Network, Endpoint: r.ep.EndpointID, Inc: r.inc, Seq: r.seq, Deleted: r.deleted}
+	if r.deleted {
+		w.AgeMS = max(now.Sub(r.stamp).Milliseconds(), 0)
+	} else {
+		w.IP, w.MAC, w.VTEP = r.ep.IP, r.ep.MAC, r.ep.VTEP
+	}
+	return w
+}
+
+// localPublish records a local endpoint. It returns the delta to broadcast
+// and false when nothing changed. ep must be normalized.
+func (t *table) localPublish(ep Endpoint, now time.Time) (wireGroup, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	k := recKey{ep.Network, ep.EndpointID}
+	if cur, ok := t.local[k]; ok && !cur.deleted && cur.ep == ep {
+		return wireGroup{}, false
+	}
+	t.clock++
+	r := &record{ep: ep, inc: t.inc, seq: t.clock, stamp: now}
+	t.local[k] = r
+	return wireGroup{Owner: t.self, Records: []wireRecord{r.wire(now)}}, true
+}
+
+// localWithdraw replaces a local endpoint by a tombstone. It returns the
+// delta to broadcast and false when the endpoint was not published.
+func (t *table) localWithdraw(network, endpointID string, now time.Time) (wireGroup, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	k := recKey{network, endpointID}
+	cur, ok := t.local[k]
+	if !ok || cur.deleted {
+		return wireGroup{}, false
+	}
+	t.clock++
+	r := &record{ep: Endpoint{Network: network, EndpointID: endpointID}, inc: t.inc, seq: t.clock, deleted: true, stamp: now}
+	t.local[k] = r
+	return wireGroup{Owner: t.self, Records: []wireRecord{r.wire(now)}}, true
+}
+
+// state returns the full table for push/pull: the own group (complete up to
+// the own clock) first, then what is known about owners that are live
+// members. Records of owners that are down or unknown are not relayed, so
+// state about departed nodes dies out instead of circulating.
+func (t *table) state(now time.Time) wireState {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := wireState{From: t.self, Inc: t.inc, Clock: t.clock}
+	own := wireGroup{Owner: t.self, Records: make([]wireRecord, 0, len(t.local))}
+	for _, r := range t.local {
+		own.Records = append(own.Records, r.wire(now))
+	}
+	s.Groups = append(s.Groups, own)
+	for _, o := range t.owners {
+		if len(o.recs) == 0 || !o.known || !o.live {
+			continue
+		}
+		g := wireGroup{Owner: o.name, Records: make([]wireRecord, 0, len(o.recs))}
+		for _, r := range o.recs {
+			g.Records = append(g.Records, r.wire(now))
+		}
+		s.Groups = append(s.Groups, g)
+	}
+	return s
+}
+
+// owner returns the state of a remote owner, creating it (not live) if needed.
+func (t *table) owner(name string, now time.Time) *ownerState {
+	o, ok := t.owners[name]
+	if !ok {
+		o = &ownerState{name: name, downAt: now, recs: make(map[recKey]*record), shown: make(map[recKey]Endpoint)}
+		t.owners[name] = o
+	}
+	return o
+}
+
+func (o *ownerState) inPrevWindow(inc uint64, now time.Time) bool {
+	return o.prevInc != 0 && inc == o.prevInc && now.Before(o.prevUntil)
+}
+
+// newer reports whether received record r supersedes stored record e.
+func (o *ownerState) newer(r wireRecord, e *record) bool {
+	if r.Inc == e.inc {
+		return r.Seq > e.seq
+	}
+	if o.known {
+		if r.Inc == o.inc {
+			return true
+		}
+		if e.inc == o.inc {
+			return false
+		}
+	}
+	return r.Inc > e.inc
+}
+
+// merge stores r if it is valid and newer than what is held. Caller holds mu.
+func (t *table) merge(o *ownerState, r wireRecord, now time.Time) (wireRecord, bool) {
+	r, err := r.validate()
+	if err != nil {
+		t.rejected++
+		return r, false
+	}
+	// A superseded incarnation of a live-known owner.
+	if o.known && r.Inc != o.inc && (r.Inc < o.inc || r.Inc == o.prevInc) && !o.inPrevWindow(r.Inc, now) {
+		t.rejected++
+		return r, false
+	}
+	stamp := now
+	if r.Deleted {
+		age := time.Duration(r.AgeMS) * time.Millisecond
+		if age >= t.ttl {
+			t.rejected++ // expired tombstone
+			return r, false
+		}
+		stamp = now.Add(-age)
+	}
+	k := r.key()
+	if e, ok := o.recs[k]; ok && !o.newer(r, e) {
+		t.rejected++
+		return r, false
+	}
+	o.recs[k] = &record{ep: r.endpoint(), inc: r.Inc, seq: r.Seq, deleted: r.Deleted, stamp: stamp}
+	return r, true
+}
+
+// applyDelta merges a broadcast delta. It returns the events and the records
+// that were new (to be re-broadcast).
+func (t *table) applyDelta(g wireGroup, now time.Time) ([]Event, wireGroup) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	accepted := wireGroup{Owner: g.Owner}
+	if g.Owner == "" || g.Owner == t.self || len(g.Owner) > maxFieldLen {
+		t.rejected += uint64(len(g.Records))
+		return nil, accepted
+	}
+	o := t.owner(g.Owner, now)
+	for _, r := range g.Records {
+		if nr, ok := t.merge(o, r, now); ok {
+			accepted.Records = append(accepted.Records, nr)
+		}
+	}
+	return t.sync(o, now), accepted
+}
+
+// applyState merges a full table received in push/pull.
+func (t *table) applyState(s wireState, now time.Time) []Event {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var evs []Event
+	sawFrom := false
+	for _, g := range s.Groups {
+		if g.Owner == s.From {
+			sawFrom = true
+		}
+		evs = append(evs, t.applyGroupLocked(g, s, now)...)
+	}
+	if !sawFrom && s.From != "" {
+		// The sender owns nothing (not even tombstones).
+		evs = append(evs, t.applyGroupLocked(wireGroup{Owner: s.From}, s, now)...)
+	}
+	return evs
+}
+
+func (t *table) applyGroupLocked(g wireGroup, s wireState, now time.Time) []Event {
+	if g.Owner == "" || g.Owner == t.self || len(g.Owner) > maxFieldLen {
+		t.rejected += uint64(len(g.Records))
+		return nil
+	}
+	o := t.owner(g.Owner, now)
+	present := make(map[recKey]bool, len(g.Records))
+	for _, r := range g.Records {
+		present[r.key()] = true
+		t.merge(o, r, now)
+	}
+	// The owner's own state is authoritative for its current incarnation.
+	if g.Owner == s.From && o.known && s.Inc == o.inc {
+		for k, rec := range o.recs {
+			if present[k] {
+				continue
+			}
+			switch {
+			case rec.inc == s.Inc && rec.seq <= s.Clock && !rec.deleted:
+				o.recs[k] = &record{ep: Endpoint{Network: k.network, EndpointID: k.endpoint}, inc: s.Inc, seq: s.Clock, deleted: true, stamp: now}
+			case rec.inc == o.prevInc:
+				delete(o.recs, k)
+			}
+		}
+		// The new process has told us everything: the old one is gone.
+		o.prevUntil = time.Time{}
+	}
+	return t.sync(o, now)
+}
+
+// nodeUp records that owner name is a live member running incarnation inc
+// (memberlist NotifyJoin / NotifyUpdate).
+func (t *table) nodeUp(name string, inc uint64, now time.Time) []Event {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if name == t.self {
+		return nil
+	}
+	o := t.owner(name, now)
+	if o.known && inc != o.inc {
+		o.prevInc = o.inc
+		if t.activeLocked(o, now) {
+			o.prevUntil = now.Add(t.grace)
+		} else {
+			o.prevUntil = time.Time{}
+		}
+	}
+	o.inc = inc
+	o.known = true
+	o.live = true
+	o.downAt = time.Time{}
+	return t.sync(o, now)
+}
+
+// nodeDown records that owner name left or failed (memberlist NotifyLeave).
+func (t *table) nodeDown(name string, now time.Time) []Event {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	o, ok := t.owners[name]
+	if name == t.self || !ok || !o.live {
+		return nil
+	}
+	o.live = false
+	o.downAt = now
+	return t.sync(o, now)
+}
+
+// tick expires grace periods, tombstones, pending records and forgotten
+// owners.
+func (t *table) tick(now time.Time) []Event {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k, r := range t.local {
+		if r.deleted && now.Sub(r.stamp) >= t.ttl {
+			delete(t.local, k)
+		}
+	}
+	forget := max(t.ttl, t.grace)
+	var evs []Event
+	for _, name := range t.ownerNamesLocked() {
+		o := t.owners[name]
+		for k, r := range o.recs {
+			if now.Sub(r.stamp) < t.ttl {
+				continue
+			}
+			if r.deleted || !o.known || r.inc != o.inc {
+				delete(o.recs, k)
+			}
+		}
+		if !o.live && now.Sub(o.downAt) >= forget {
+			o.recs = map[recKey]*record{}
+		}
+		evs = append(evs, t.sync(o, now)...)
+		if !o.live && now.Sub(o.downAt) >= forget && len(o.shown) == 0 {
+			delete(t.owners, name)
+		}
+	}
+	return evs
+}
+
+func (t *table) activeLocked(o *ownerState, now time.Time) bool {
+	return o.known && (o.live || now.Sub(o.downAt) < t.grace)
+}
+
+func (t *table) visibleLocked(o *ownerState, r *record, now time.Time) bool {
+	if r.deleted || !t.activeLocked(o, now) {
+		return false
+	}
+	return r.inc == o.inc || o.inPrevWindow(r.inc, now)
+}
+
+// sync drops records that can never become visible again and emits the
+// difference between the visible records of o and what was announced.
+// Caller holds mu.
+func (t *table) sync(o *ownerState, now time.Time) []Event {
+	want := make(map[recKey]Endpoint)
+	for k, r := range o.recs {
+		if o.known && r.inc != o.inc && (r.inc < o.inc || r.inc == o.prevInc) && !o.inPrevWindow(r.inc, now) {
+			delete(o.recs, k) // superseded incarnation
+			continue
+		}
+		if t.visibleLocked(o, r, now) {
+			want[k] = r.ep
+		}
+	}
+	var removed, added []Event
+	for k, ep := range o.shown {
+		if w, ok := want[k]; !ok || w != ep {
+			removed = append(removed, Event{Kind: Removed, Endpoint: ep, Node: o.name})
+			delete(o.shown, k)
+		}
+	}
+	for k, ep := range want {
+		if _, ok := o.shown[k]; !ok {
+			added = append(added, Event{Kind: Added, Endpoint: ep, Node: o.name})
+			o.shown[k] = ep
+		}
+	}
+	sortEvents(removed)
+	sortEvents(added)
+	return append(removed, added...)
+}
+
+func sortEvents(evs []Event) {
+	slices.SortFunc(evs, func(a, b Event) int {
+		return cmp.Or(cmp.Compare(a.Endpoint.Network, b.Endpoint.Network), cmp.Compare(a.Endpoint.EndpointID, b.Endpoint.EndpointID))
+	})
+}
+
+func (t *table) ownerNamesLocked() []string {
+	names := make([]string, 0, len(t.owners))
+	for n := range t.owners {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// remote returns the visible remote endpoints of a network ("" = all).
+func (t *table) remote(network string) []Endpoint {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []Endpoint
+	for _, o := range t.owners {
+		for _, ep := range o.shown {
+			if network == "" || ep.Network == network {
+				out = append(out, ep)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b Endpoint) int {
+		return cmp.Or(cmp.Compare(a.Network, b.Network), cmp.Compare(a.EndpointID, b.EndpointID), cmp.Compare(a.VTEP, b.VTEP))
+	})
+	return out
+}
+
+func (t *table) stats() tableStats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := tableStats{Owners: len(t.owners), Rejected: t.rejected}
+	for _, r := range t.local {
+		if r.deleted {
+			s.Tombstones++
+		} else {
+			s.LocalEndpoints++
+		}
+	}
+	for _, o := range t.owners {
+		s.RemoteEndpoints += len(o.shown)
+		for k, r := range o.recs {
+			switch {
+			case r.deleted:
+				s.Tombstones++
+			default:
+				if _, ok := o.shown[k]; !ok {
+					s.PendingRecords++
+				}
+			}
+		}
+	}
+	return s
+}

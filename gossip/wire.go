@@ -1,0 +1,167 @@
+package gossip
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+)
+
+// Wire protocol: every user message and every push/pull state starts with a
+// protocol version byte and a message type byte, followed by JSON.
+const (
+	wireVersion byte = 1
+
+	msgDelta byte = 1 // one owner's changed records (broadcast)
+	msgState byte = 2 // full table (push/pull)
+
+	metaVersion byte = 1
+	metaLen          = 9 // version byte + big-endian incarnation
+
+	maxFieldLen = 256
+)
+
+// wireRecord is one endpoint record as it travels between nodes.
+type wireRecord struct {
+	Network  string `json:"n"`
+	Endpoint string `json:"e"`
+	IP       string `json:"ip,omitempty"`
+	MAC      string `json:"mac,omitempty"`
+	VTEP     string `json:"vtep,omitempty"`
+	Inc      uint64 `json:"i"`
+	Seq      uint64 `json:"s"`
+	Deleted  bool   `json:"d,omitempty"`
+	// AgeMS is, for a tombstone, how long ago (milliseconds, sender's
+	// monotonic view) the sender stored it; receivers expire it at the same
+	// moment, so tombstones do not bounce between nodes forever.
+	AgeMS int64 `json:"age,omitempty"`
+}
+
+// wireGroup holds records of one owner node.
+type wireGroup struct {
+	Owner   string       `json:"o"`
+	Records []wireRecord `json:"r"`
+}
+
+// wireState is a node's full table. The group whose Owner equals From is
+// complete up to (Inc, Clock).
+type wireState struct {
+	From   string      `json:"from"`
+	Inc    uint64      `json:"inc"`
+	Clock  uint64      `json:"clock"`
+	Groups []wireGroup `json:"g"`
+}
+
+func encodeMsg(typ byte, v any) ([]byte, error) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode gossip message type %d: %w", typ, err)
+	}
+	buf := make([]byte, 0, len(body)+2)
+	buf = append(buf, wireVersion, typ)
+	return append(buf, body...), nil
+}
+
+// decodeMsg checks the header and returns the message type and body.
+func decodeMsg(buf []byte) (byte, []byte, error) {
+	if len(buf) < 2 {
+		return 0, nil, errors.New("gossip message too short")
+	}
+	if buf[0] != wireVersion {
+		return 0, nil, fmt.Errorf("gossip message has unsupported version %d", buf[0])
+	}
+	return buf[1], buf[2:], nil
+}
+
+func decodeDelta(body []byte) (wireGroup, error) {
+	var g wireGroup
+	if err := json.Unmarshal(body, &g); err != nil {
+		return g, fmt.Errorf("decode gossip delta: %w", err)
+	}
+	return g, nil
+}
+
+func decodeState(body []byte) (wireState, error) {
+	var s wireState
+	if err := json.Unmarshal(body, &s); err != nil {
+		return s, fmt.Errorf("decode gossip state: %w", err)
+	}
+	return s, nil
+}
+
+func encodeMeta(inc uint64) []byte {
+	b := make([]byte, metaLen)
+	b[0] = metaVersion
+	binary.BigEndian.PutUint64(b[1:], inc)
+	return b
+}
+
+func decodeMeta(b []byte) (uint64, error) {
+	if len(b) != metaLen || b[0] != metaVersion {
+		return 0, fmt.Errorf("node metadata of %d bytes is not a vxsafe gossip incarnation", len(b))
+	}
+	inc := binary.BigEndian.Uint64(b[1:])
+	if inc == 0 {
+		return 0, errors.New("node metadata carries incarnation 0")
+	}
+	return inc, nil
+}
+
+// normalizeEndpoint validates ep and returns it in canonical form (MAC lower
+// case, addresses without zone or prefix).
+func normalizeEndpoint(ep Endpoint) (Endpoint, error) {
+	if ep.Network == "" || ep.EndpointID == "" {
+		return ep, fmt.Errorf("endpoint %q of network %q: network and endpoint ID are required", ep.EndpointID, ep.Network)
+	}
+	if len(ep.Network) > maxFieldLen || len(ep.EndpointID) > maxFieldLen {
+		return ep, fmt.Errorf("endpoint %q of network %q: identifier too long", ep.EndpointID, ep.Network)
+	}
+	ip, err := netip.ParseAddr(ep.IP)
+	if err != nil || !ip.Unmap().Is4() {
+		return ep, fmt.Errorf("endpoint %s of network %s: IP %q is not an IPv4 address", ep.EndpointID, ep.Network, ep.IP)
+	}
+	mac, err := net.ParseMAC(ep.MAC)
+	if err != nil || len(mac) != 6 {
+		return ep, fmt.Errorf("endpoint %s of network %s: MAC %q is not a 48-bit MAC address", ep.EndpointID, ep.Network, ep.MAC)
+	}
+	vtep, err := netip.ParseAddr(ep.VTEP)
+	if err != nil || vtep.Zone() != "" {
+		return ep, fmt.Errorf("endpoint %s of network %s: VTEP %q is not an IP address", ep.EndpointID, ep.Network, ep.VTEP)
+	}
+	ep.IP = ip.Unmap().String()
+	ep.MAC = mac.String()
+	ep.VTEP = vtep.Unmap().String()
+	return ep, nil
+}
+
+func (r wireRecord) key() recKey { return recKey{network: r.Network, endpoint: r.Endpoint} }
+
+func (r wireRecord) endpoint() Endpoint {
+	return Endpoint{Network: r.Network, EndpointID: r.Endpoint, IP: r.IP, MAC: r.MAC, VTEP: r.VTEP}
+}
+
+// validate checks a received record and returns it in canonical form.
+func (r wireRecord) validate() (wireRecord, error) {
+	if r.Inc == 0 {
+		return r, fmt.Errorf("record %s/%s has incarnation 0", r.Network, r.Endpoint)
+	}
+	if r.Deleted {
+		if r.Network == "" || r.Endpoint == "" || len(r.Network) > maxFieldLen || len(r.Endpoint) > maxFieldLen {
+			return r, fmt.Errorf("tombstone %q/%q has an invalid key", r.Network, r.Endpoint)
+		}
+		if r.AgeMS < 0 {
+			r.AgeMS = 0
+		}
+		r.IP, r.MAC, r.VTEP = "", "", ""
+		return r, nil
+	}
+	ep, err := normalizeEndpoint(r.endpoint())
+	if err != nil {
+		return r, fmt.Errorf("invalid record: %w", err)
+	}
+	r.IP, r.MAC, r.VTEP = ep.IP, ep.MAC, ep.VTEP
+	r.AgeMS = 0
+	return r, nil
+}
