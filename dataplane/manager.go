@@ -58,7 +58,7 @@ func ParseAlias(alias string) (netID, epID string, ok bool) {
 
 // Options configure a Manager.
 type Options struct {
-	// NS is the "host" namespace the Manager works in. Zero value: the calling process's namespace.
+	// NS is the "host" namespace the Manager works in. Zero (or negative): the calling process's namespace.
 	// Tests pass a fresh namespace of their own.
 	NS netns.NsHandle
 	// ProcRoot is where the host's /proc is visible (default "/proc"). Namespaces are discovered through
@@ -97,7 +97,8 @@ func New(opts Options) (*Manager, error) {
 		m.hooks = &Hooks{}
 	}
 	ns := opts.NS
-	if !ns.IsOpen() {
+	given := ns > 0 // the zero value means "not set" (fd 0 is stdin, never a namespace)
+	if !given {
 		cur, err := netns.Get()
 		if err != nil {
 			return nil, fmt.Errorf("opening the current network namespace: %w", err)
@@ -117,7 +118,13 @@ func New(opts Options) (*Manager, error) {
 		return nil, fmt.Errorf("stat of the host network namespace: %w", err)
 	}
 	m.nsIno = st.Ino
-	h, err := netlink.NewHandleAt(ns)
+	var h *netlink.Handle
+	var err error
+	if given {
+		h, err = netlink.NewHandleAt(ns)
+	} else {
+		h, err = netlink.NewHandle() // this process's namespace: no setns needed
+	}
 	if err != nil {
 		ns.Close()
 		return nil, fmt.Errorf("netlink handle in the host network namespace: %w", err)

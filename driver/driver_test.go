@@ -141,7 +141,9 @@ func (h *harness) createNetwork(id string, opts map[string]string) uint32 {
 	return v
 }
 
-func epID(i int) string { return fmt.Sprintf("e%03d0000000000000000000000000000000000000000000000000000000000", i) }
+func epID(i int) string {
+	return fmt.Sprintf("e%03d0000000000000000000000000000000000000000000000000000000000", i)
+}
 
 func (h *harness) join(nid string, i int) (network.CreateEndpointResponse, network.JoinResponse) {
 	h.t.Helper()

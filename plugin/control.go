@@ -1,0 +1,295 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/vxsafe/overlay/driver"
+	"github.com/vxsafe/overlay/gossip"
+	"github.com/vxsafe/overlay/store"
+)
+
+// control connects the driver to the gossip agent. The agent starts once this node's data-path address
+// is known (the VTEP setting, or DiscoverNew with Self), and is seeded from every source there is:
+// DiscoverNew for other nodes, the peers remembered from the last run, the PEERS setting, and the swarm
+// managers listed by the Docker API (asked asynchronously, never during startup or inside a request).
+type control struct {
+	ctx context.Context
+	s   settings
+	st  *store.Store
+	log *logrus.Entry
+
+	mu    sync.Mutex
+	agent *gossip.Agent
+	drv   *driver.Driver
+	seeds map[string]bool
+	local map[string]driver.RemoteEndpoint
+	// events from the agent are applied in order by one goroutine
+	events chan gossip.Event
+}
+
+func newControl(ctx context.Context, s settings, st *store.Store, log *logrus.Entry) (*control, error) {
+	c := &control{ctx: ctx, s: s, st: st, log: log.WithField("component", "gossip"),
+		seeds: map[string]bool{}, local: map[string]driver.RemoteEndpoint{}, events: make(chan gossip.Event, 4096)}
+	for _, p := range s.Peers {
+		c.seeds[c.withPort(p)] = true
+	}
+	if old, err := st.Peers(); err == nil {
+		for _, p := range old {
+			c.seeds[c.withPort(p)] = true
+		}
+	}
+	go c.apply()
+	go c.maintain()
+	return c, nil
+}
+
+func (c *control) withPort(addr string) string {
+	if _, _, err := net.SplitHostPort(addr); err == nil {
+		return addr
+	}
+	return net.JoinHostPort(addr, strconv.Itoa(c.s.GossipPort))
+}
+
+// Control is the driver's view.
+func (c *control) Control() driver.Control { return c }
+
+// Attach gives the control plane the driver to apply remote changes to.
+func (c *control) Attach(d *driver.Driver) {
+	c.mu.Lock()
+	c.drv = d
+	c.mu.Unlock()
+}
+
+func (c *control) apply() {
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case ev := <-c.events:
+			c.mu.Lock()
+			d := c.drv
+			c.mu.Unlock()
+			if d == nil {
+				continue
+			}
+			e := ev.Endpoint
+			d.RemoteChange(driver.RemoteEndpoint{Network: e.Network, EndpointID: e.EndpointID, IP: e.IP, MAC: e.MAC, VTEP: e.VTEP},
+				ev.Kind == gossip.Removed)
+		}
+	}
+}
+
+// SetVTEP starts the gossip agent on this node's data-path address.
+func (c *control) SetVTEP(addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.agent != nil {
+		return
+	}
+	host, _ := os.Hostname()
+	a, err := gossip.New(gossip.Config{
+		NodeName:      fmt.Sprintf("%s/%s", host, addr),
+		BindAddr:      "0.0.0.0",
+		BindPort:      c.s.GossipPort,
+		AdvertiseAddr: addr,
+		Key:           c.s.GossipKey,
+		Label:         c.s.GossipLabel,
+		Log:           c.log,
+	}, func(ev gossip.Event) {
+		select {
+		case c.events <- ev:
+		case <-c.ctx.Done():
+		}
+	})
+	if err != nil {
+		c.log.WithError(err).WithField("address", addr).Error("cannot start the gossip agent; remote endpoints will not be learned")
+		return
+	}
+	c.agent = a
+	c.log.WithFields(logrus.Fields{"address": addr, "port": c.s.GossipPort}).Info("gossip agent started")
+	for _, ep := range c.local {
+		a.Publish(toGossip(ep))
+	}
+	seeds := c.seedListLocked()
+	go c.join(a, seeds)
+}
+
+func (c *control) seedListLocked() []string {
+	out := make([]string, 0, len(c.seeds))
+	for s := range c.seeds {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (c *control) join(a *gossip.Agent, seeds []string) {
+	if len(seeds) == 0 {
+		return
+	}
+	n, err := a.Join(seeds)
+	log := c.log.WithFields(logrus.Fields{"seeds": seeds, "reached": n})
+	if err != nil && n == 0 {
+		log.WithError(err).Debug("gossip seeds not reached yet")
+		return
+	}
+	log.Info("joined the gossip cluster")
+}
+
+// AddSeed hands over another node's address (from DiscoverNew); never blocks.
+func (c *control) AddSeed(addr string) {
+	addr = c.withPort(addr)
+	c.mu.Lock()
+	known := c.seeds[addr]
+	c.seeds[addr] = true
+	a := c.agent
+	c.mu.Unlock()
+	if a != nil && !known {
+		go c.join(a, []string{addr})
+	}
+}
+
+func key(netID, epID string) string { return netID + "/" + epID }
+
+func toGossip(ep driver.RemoteEndpoint) gossip.Endpoint {
+	return gossip.Endpoint{Network: ep.Network, EndpointID: ep.EndpointID, IP: ep.IP, MAC: ep.MAC, VTEP: ep.VTEP}
+}
+
+// Publish announces a local endpoint.
+func (c *control) Publish(ep driver.RemoteEndpoint) {
+	c.mu.Lock()
+	c.local[key(ep.Network, ep.EndpointID)] = ep
+	a := c.agent
+	c.mu.Unlock()
+	if a != nil {
+		a.Publish(toGossip(ep))
+	}
+}
+
+// Withdraw announces that a local endpoint is gone.
+func (c *control) Withdraw(netID, epID string) {
+	c.mu.Lock()
+	delete(c.local, key(netID, epID))
+	a := c.agent
+	c.mu.Unlock()
+	if a != nil {
+		a.Withdraw(netID, epID)
+	}
+}
+
+// Remote lists the remote endpoints of a network.
+func (c *control) Remote(netID string) []driver.RemoteEndpoint {
+	c.mu.Lock()
+	a := c.agent
+	c.mu.Unlock()
+	if a == nil {
+		return nil
+	}
+	var out []driver.RemoteEndpoint
+	for _, e := range a.Remote(netID) {
+		out = append(out, driver.RemoteEndpoint{Network: e.Network, EndpointID: e.EndpointID, IP: e.IP, MAC: e.MAC, VTEP: e.VTEP})
+	}
+	return out
+}
+
+// GossipStats is for metrics.
+func (c *control) GossipStats() (members int, sent, received uint64) {
+	c.mu.Lock()
+	a := c.agent
+	c.mu.Unlock()
+	if a == nil {
+		return 0, 0, 0
+	}
+	st := a.Stats()
+	return st.Members, st.MessagesSent, st.MessagesReceived
+}
+
+// maintain re-seeds a lonely agent, remembers the members for the next start, and asks the Docker API
+// for the swarm managers (asynchronously, with a timeout: a call to dockerd from inside one of its
+// requests, or while it waits for this plugin to start, could deadlock it).
+func (c *control) maintain() {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, m := range c.swarmManagers() {
+			c.AddSeed(m)
+		}
+		c.mu.Lock()
+		a := c.agent
+		seeds := c.seedListLocked()
+		c.mu.Unlock()
+		if a == nil {
+			continue
+		}
+		members := a.Members()
+		if len(members) <= 1 {
+			go c.join(a, seeds)
+			continue
+		}
+		var hosts []string
+		for _, m := range members {
+			hosts = append(hosts, m)
+		}
+		if err := c.st.PutPeers(hosts); err != nil {
+			c.log.WithError(err).Debug("remembering gossip peers")
+		}
+	}
+}
+
+// swarmManagers returns the swarm managers' addresses from the Docker API, or none.
+func (c *control) swarmManagers() []string {
+	if _, err := os.Stat(c.s.DockerSocket); err != nil {
+		return nil
+	}
+	cl := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", c.s.DockerSocket)
+		}}}
+	resp, err := cl.Get("http://docker/info")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var info struct {
+		Swarm struct {
+			RemoteManagers []struct{ Addr string }
+		}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&info); err != nil {
+		return nil
+	}
+	var out []string
+	for _, m := range info.Swarm.RemoteManagers {
+		if host, _, err := net.SplitHostPort(m.Addr); err == nil {
+			out = append(out, host)
+		}
+	}
+	return out
+}
+
+// Close leaves the gossip cluster.
+func (c *control) Close() {
+	c.mu.Lock()
+	a := c.agent
+	c.agent = nil
+	c.mu.Unlock()
+	if a != nil {
+		_ = a.Close()
+	}
+}

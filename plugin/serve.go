@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/vxsafe/overlay/dataplane"
+	"github.com/vxsafe/overlay/driver"
+	"github.com/vxsafe/overlay/netconfig"
+	"github.com/vxsafe/overlay/store"
+)
+
+// settings are what an operator tunes, from the plugin's environment (`docker plugin set`).
+type settings struct {
+	LogLevel      logrus.Level
+	StateDir      string
+	Socket        string
+	VNIMin        uint32
+	VNIMax        uint32
+	Port          int
+	MTU           int
+	VTEP          string
+	GossipPort    int
+	GossipKey     []byte
+	GossipLabel   string
+	Peers         []string
+	DockerSocket  string
+	MetricsAddr   string
+	SweepInterval time.Duration
+}
+
+func loadSettings(env func(string) string) (settings, error) {
+	get := func(k, def string) string {
+		if v := strings.TrimSpace(env(k)); v != "" {
+			return v
+		}
+		return def
+	}
+	var s settings
+	var err error
+	if s.LogLevel, err = logrus.ParseLevel(get("LOG_LEVEL", "info")); err != nil {
+		return s, fmt.Errorf("setting LOG_LEVEL: %w", err)
+	}
+	s.StateDir = get("STATE_DIR", "/var/lib/vxsafe")
+	s.Socket = get("SOCKET", "/run/docker/plugins/vxsafe.sock")
+	if s.VNIMin, s.VNIMax, err = netconfig.ParseVNIRange(get("VNI_RANGE", netconfig.DefaultVNIRange)); err != nil {
+		return s, fmt.Errorf("setting VNI_RANGE: %w", err)
+	}
+	p, err := netconfig.ParsePort(get("VXLAN_PORT", "4789"))
+	if err != nil {
+		return s, fmt.Errorf("setting VXLAN_PORT: %w", err)
+	}
+	s.Port = int(p)
+	if v := get("MTU", ""); v != "" {
+		if s.MTU, err = netconfig.ParseMTU(v); err != nil {
+			return s, fmt.Errorf("setting MTU: %w", err)
+		}
+	}
+	if s.VTEP = get("VTEP", ""); s.VTEP != "" && net.ParseIP(s.VTEP) == nil {
+		return s, fmt.Errorf("setting VTEP: %q is not an IP address", s.VTEP)
+	}
+	gp, err := netconfig.ParsePort(get("GOSSIP_PORT", "7947"))
+	if err != nil {
+		return s, fmt.Errorf("setting GOSSIP_PORT: %w", err)
+	}
+	s.GossipPort = int(gp)
+	if s.GossipPort == 7946 {
+		return s, errors.New("setting GOSSIP_PORT: 7946 is swarm's own gossip port; choose another (default 7947)")
+	}
+	if k := get("GOSSIP_KEY", ""); k != "" {
+		if s.GossipKey, err = parseKey(k); err != nil {
+			return s, fmt.Errorf("setting GOSSIP_KEY: %w", err)
+		}
+	}
+	s.GossipLabel = get("GOSSIP_LABEL", "vxsafe")
+	for _, p := range strings.FieldsFunc(get("PEERS", ""), func(r rune) bool { return r == ',' || r == ' ' }) {
+		if net.ParseIP(p) == nil {
+			if _, _, err := net.SplitHostPort(p); err != nil {
+				return s, fmt.Errorf("setting PEERS: %q is not an address", p)
+			}
+		}
+		s.Peers = append(s.Peers, p)
+	}
+	s.DockerSocket = get("DOCKER_SOCKET", "/run/docker.sock")
+	s.MetricsAddr = get("METRICS_ADDR", "")
+	if s.MetricsAddr != "" && s.MetricsAddr != "off" {
+		host, _, err := net.SplitHostPort(s.MetricsAddr)
+		if err != nil {
+			return s, fmt.Errorf("setting METRICS_ADDR: %w", err)
+		}
+		if ip := net.ParseIP(host); host != "" && host != "localhost" && ip == nil {
+			return s, fmt.Errorf("setting METRICS_ADDR: %q is not an address", host)
+		}
+	}
+	if s.SweepInterval, err = time.ParseDuration(get("SWEEP_INTERVAL", "30s")); err != nil || s.SweepInterval < time.Second {
+		return s, fmt.Errorf("setting SWEEP_INTERVAL: want a duration of at least 1s, got %q", get("SWEEP_INTERVAL", ""))
+	}
+	return s, nil
+}
+
+// parseKey accepts 16, 24 or 32 bytes given as hex or base64.
+func parseKey(k string) ([]byte, error) {
+	if b, err := hex.DecodeString(k); err == nil {
+		if n := len(b); n == 16 || n == 24 || n == 32 {
+			return b, nil
+		}
+	}
+	if b, err := base64.StdEncoding.DecodeString(k); err == nil {
+		if n := len(b); n == 16 || n == 24 || n == 32 {
+			return b, nil
+		}
+	}
+	return nil, errors.New("want 16, 24 or 32 bytes, hex- or base64-encoded (e.g. `openssl rand -hex 32`)")
+}
+
+func serve(ctx context.Context, env func(string) string) error {
+	s, err := loadSettings(env)
+	if err != nil {
+		return err
+	}
+	logrus.SetLevel(s.LogLevel)
+	logrus.SetFormatter(&logrus.TextFormatter{DisableTimestamp: false, FullTimestamp: true})
+	logrus.SetOutput(os.Stdout) // dockerd logs a plugin's stdout at info, its stderr at error
+	log := logrus.NewEntry(logrus.StandardLogger())
+	log.WithFields(logrus.Fields{"version": version, "state": s.StateDir, "vni_range": fmt.Sprintf("%d-%d", s.VNIMin, s.VNIMax),
+		"port": s.Port}).Info("vxsafe starting")
+
+	st, err := store.Open(filepath.Join(s.StateDir, "vxsafe.db"))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	dp, err := dataplane.New(dataplane.Options{Log: log})
+	if err != nil {
+		return err
+	}
+	defer dp.Close()
+	metrics := newMetrics()
+	ctl, err := newControl(ctx, s, st, log)
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
+	d, err := driver.New(driver.Config{Store: st, Dataplane: dp, VNIMin: s.VNIMin, VNIMax: s.VNIMax, Port: s.Port,
+		MTU: s.MTU, VTEP: s.VTEP, Control: ctl.Control(), Log: log, Metrics: metrics})
+	if err != nil {
+		return err
+	}
+	ctl.Attach(d)
+	metrics.Attach(d, ctl)
+	// Listen first: dockerd waits for the socket, and reconcile may take a moment on a big host.
+	l, err := driver.Listen(s.Socket)
+	if err != nil {
+		return err
+	}
+	d.Reconcile()
+	go d.Run(ctx, s.SweepInterval)
+	if s.MetricsAddr != "" && s.MetricsAddr != "off" {
+		go metrics.Serve(ctx, s.MetricsAddr, log)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- driver.Serve(l, driver.Handler(d, log, metrics.Observe)) }()
+	log.WithField("socket", s.Socket).Info("vxsafe serving")
+	select {
+	case <-ctx.Done():
+		l.Close()
+		log.Info("vxsafe stopping")
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("serving %s: %w", s.Socket, err)
+	}
+}
+
+func atoiDefault(s string, def int) int {
+	if n, err := strconv.Atoi(s); err == nil {
+		return n
+	}
+	return def
+}
