@@ -267,6 +267,14 @@ func TestVxsafeMultiNode(t *testing.T) {
 			}
 		}
 	}
+	// MTU = underlay (1500) - 50, and the outside (here: the node's own underlay address) is reached
+	// through docker_gwbridge, as with overlay.
+	if mtu := docker(t, nodes[0], "exec", "c1", "cat", "/sys/class/net/eth0/mtu"); mtu != "1450" {
+		t.Errorf("container MTU %s, want 1450 (underlay 1500 - 50)", mtu)
+	}
+	if _, err := nodes[0].Docker(ctxT(t, time.Minute), "exec", "c1", "ping", "-c", "1", "-W", "2", nodes[1].Addr); err != nil {
+		t.Errorf("c1 cannot reach %s (outside the overlay) through docker_gwbridge: %v", nodes[1].Addr, err)
+	}
 	// A service with 3 replicas spread over the nodes (DNS round robin: VIPs need Docker's overlay).
 	docker(t, m, "service", "create", "--detach", "--name", "svc", "--network", "mh", "--endpoint-mode", "dnsrr",
 		"--replicas", "3", "--replicas-max-per-node", "1", img, "sleep", "3600")
