@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -16,7 +14,7 @@ import (
 	"github.com/vxsafe/overlay/e2e/cluster"
 )
 
-const pluginName = "vxsafe/overlay:latest"
+const pluginName = cluster.VxsafePlugin
 
 var (
 	bundleOnce sync.Once
@@ -35,32 +33,7 @@ func pluginBundle(t *testing.T) string {
 			return
 		}
 		bundleDir = dir
-		for _, d := range []string{"rootfs/run/docker/plugins", "rootfs/var/lib/vxsafe", "rootfs/proc", "rootfs/sys", "rootfs/dev", "rootfs/tmp", "rootfs/etc"} {
-			if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-				bundleErr = err
-				return
-			}
-		}
-		for _, f := range []string{"rootfs/etc/hosts", "rootfs/etc/resolv.conf", "rootfs/etc/hostname", "rootfs/run/docker.sock"} {
-			if err := os.WriteFile(filepath.Join(dir, f), nil, 0o644); err != nil {
-				bundleErr = err
-				return
-			}
-		}
-		cfg, err := os.ReadFile("../config.json")
-		if err != nil {
-			bundleErr = err
-			return
-		}
-		if err := os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o644); err != nil {
-			bundleErr = err
-			return
-		}
-		cmd := exec.Command("go", "build", "-ldflags", "-s -w -X main.version=e2e", "-o", filepath.Join(dir, "rootfs", "vxsafe"), "../plugin")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			bundleErr = fmt.Errorf("building the plugin: %v\n%s", err, out)
-		}
+		bundleErr = cluster.BuildBundle(context.Background(), dir, "e2e")
 	})
 	if bundleErr != nil {
 		t.Fatal(bundleErr)
@@ -76,15 +49,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// installVxsafe installs the plugin on every node of c with per-node state and Docker socket mounts.
+// installVxsafe installs the plugin on every node of c with per-node state and Docker socket mounts
+// (cluster.InstallVxsafe: cluster.VxsafeSettings overridden by env).
 func installVxsafe(t *testing.T, c *cluster.Cluster, env map[string]string) {
 	t.Helper()
-	all := map[string]string{"LOG_LEVEL": "debug", "docker-socket.source": "{socket}", "SWEEP_INTERVAL": "5s"}
-	for k, v := range env {
-		all[k] = v
-	}
 	began := time.Now()
-	if err := c.InstallPlugin(ctxT(t, 3*time.Minute), pluginBundle(t), pluginName, all); err != nil {
+	if err := cluster.InstallVxsafe(ctxT(t, 3*time.Minute), c, pluginBundle(t), env); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("TIMING plugin installed on %d nodes in %.1fs", len(c.Nodes()), time.Since(began).Seconds())
