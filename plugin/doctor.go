@@ -1,11 +1,12 @@
 package main
 
 import (
-	"fmt"
 	"io"
+
+	vxdoctor "github.com/vxsafe/overlay/doctor"
 )
 
+// doctor is `vxsafe doctor ...`: see package doctor. It returns the exit status.
 func doctor(args []string, stdout, stderr io.Writer, stdin io.Reader) int {
-	fmt.Fprintln(stderr, "vxsafe doctor: not yet available")
-	return 2
+	return vxdoctor.Run(args, stdout, stderr, stdin)
 }
