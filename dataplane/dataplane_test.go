@@ -421,3 +421,44 @@ func TestNamespacesFindsBindMounts(t *testing.T) {
 		t.Fatalf("namespace %s not found", other.Name)
 	}
 }
+
+// A VXLAN device moved into another namespace reports its own ifindex as IFLA_LINK; that must not make a
+// host device with the same ifindex look like it carries an upper device.
+func TestMovedDeviceIsNotAnUpper(t *testing.T) {
+	m, host, _ := newManager(t)
+	other := nstest.New(t, "vxsdpu")
+	s := spec(1048590)
+	// The host device to judge, and a moved device whose index in the other namespace we align with it.
+	moved := plant(t, host, "vxsmoved0", 4243, 4789, false)
+	if err := host.NL.LinkSetNsFd(moved, int(other.Handle)); err != nil {
+		t.Fatal(err)
+	}
+	ml, err := other.NL.LinkByName("vxsmoved0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ml.Attrs().ParentIndex <= 0 {
+		t.Skipf("kernel premise: the moved device reports no IFLA_LINK (%d)", ml.Attrs().ParentIndex)
+	}
+	// The host device takes exactly the index the moved device reports.
+	vx := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "vxsidx0", Index: ml.Attrs().ParentIndex}, VxlanId: int(s.VNI), Port: 4789}
+	if err := host.NL.LinkAdd(vx); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := host.NL.LinkByName("vxsidx0")
+	if err != nil || stale.Attrs().Index != ml.Attrs().ParentIndex {
+		t.Fatalf("could not align ifindex %d: %v", ml.Attrs().ParentIndex, err)
+	}
+	devs, err := m.ScanVXLAN(true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range devs {
+		if d.Name == "vxsidx0" && len(d.Uppers) > 0 {
+			t.Fatalf("%s (ifindex %d) given uppers %v (moved device has ifindex %d, link %d)", d.Name, stale.Attrs().Index, d.Uppers, ml.Attrs().Index, ml.Attrs().ParentIndex)
+		}
+	}
+	if _, removed, err := m.EnsureVXLAN(s, nil); err != nil || len(removed) != 1 {
+		t.Fatalf("removed %+v err %v", removed, err)
+	}
+}

@@ -209,7 +209,7 @@ func (m *Manager) ScanVXLAN(all, foreign bool) ([]Device, error) {
 			}
 			for _, l := range links {
 				a := l.Attrs()
-				if a.NetNsID == hostID && a.ParentIndex > 0 {
+				if a.NetNsID == hostID && a.ParentIndex > 0 && stacksOnParent(l) {
 					if i, ok := hostIdx[a.ParentIndex]; ok {
 						devs[i].Uppers = append(devs[i].Uppers, fmt.Sprintf("%s (%s)", a.Name, ns.Desc))
 					}
@@ -260,7 +260,7 @@ func (m *Manager) vxlanIn(h *netlink.Handle, links []netlink.Link, ns Namespace,
 		}
 		for _, u := range links {
 			ua := u.Attrs()
-			if ua.ParentIndex == a.Index && ua.NetNsID < 0 && ua.Index != a.Index {
+			if ua.ParentIndex == a.Index && ua.NetNsID < 0 && ua.Index != a.Index && stacksOnParent(u) {
 				d.Uppers = append(d.Uppers, ua.Name)
 			}
 		}
@@ -275,6 +275,29 @@ func (m *Manager) vxlanIn(h *netlink.Handle, links []netlink.Link, ns Namespace,
 		out = append(out, d)
 	}
 	return out
+}
+
+// stacksOnParent reports whether a link's IFLA_LINK names a lower device it sits on (macvlan, vlan, ...).
+// For other kinds it means something else — a veth's peer, a VXLAN device's own index after a move — and
+// must not be read as "upper of".
+func stacksOnParent(l netlink.Link) bool {
+	switch l.Type() {
+	case "macvlan", "macvtap", "vlan", "ipvlan", "ipvtap":
+		return true
+	}
+	return false
+}
+
+// DeleteDevice removes a device found by a scan, after checking that its namespace is still the same one
+// (by inode) and that its ifindex still carries its name.
+func (m *Manager) DeleteDevice(d Device) error {
+	if !d.NS.Host {
+		ino, err := nsInode(d.NS.Path)
+		if err != nil || ino != d.NS.Ino {
+			return fmt.Errorf("%s: its namespace is gone or was replaced; not deleting", d)
+		}
+	}
+	return m.deleteDevice(d)
 }
 
 // deleteDevice removes a device found by a scan, in whatever namespace it sits.
