@@ -1,0 +1,118 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+)
+
+// DockerVXLANPort is the UDP port of Docker's overlay data path (default).
+const DockerVXLANPort = 4789
+
+// DockerOverlayVXLANName is the name Docker's overlay driver gives the VXLAN
+// device of a network subnet: "vx-" + VNI as 6 hex digits + "-" + the first 5
+// characters of the network ID.
+func DockerOverlayVXLANName(vni uint32, networkID string) string {
+	id := networkID
+	if len(id) > 5 {
+		id = id[:5]
+	}
+	return fmt.Sprintf("vx-%06x-%s", vni, id)
+}
+
+// PlantStaleVXLAN creates a DOWN VXLAN device called name with the given VNI
+// (UDP port 4789, like Docker's) in the node's network namespace: the kind of
+// leftover that makes Docker's overlay fail with "error creating vxlan
+// interface: file exists".
+func PlantStaleVXLAN(n *Node, name string, vni uint32) error {
+	h, err := n.Handle()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	vx := &netlink.Vxlan{
+		LinkAttrs: netlink.LinkAttrs{Name: name},
+		VxlanId:   int(vni),
+		Port:      DockerVXLANPort,
+		Learning:  true,
+	}
+	if err := h.LinkAdd(vx); err != nil {
+		return fmt.Errorf("node %s: plant vxlan %s (vni %d): %w", n.Name, name, vni, err)
+	}
+	return nil
+}
+
+// RemoveLink deletes the link called name in the node's network namespace.
+func (n *Node) RemoveLink(name string) error {
+	h, err := n.Handle()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	l, err := h.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("node %s: link %s: %w", n.Name, name, err)
+	}
+	if err := h.LinkDel(l); err != nil {
+		return fmt.Errorf("node %s: delete link %s: %w", n.Name, name, err)
+	}
+	return nil
+}
+
+// LinkNames lists the links in the node's network namespace.
+func (n *Node) LinkNames() ([]string, error) {
+	h, err := n.Handle()
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("node %s: list links: %w", n.Name, err)
+	}
+	names := make([]string, 0, len(links))
+	for _, l := range links {
+		names = append(names, l.Attrs().Name)
+	}
+	return names, nil
+}
+
+// OverlayVNIs returns a Docker overlay network's full ID and VNIs as the node
+// sees them (docker network inspect, option
+// com.docker.network.driver.overlay.vxlanid_list). Ask a manager: a worker
+// only knows networks it has tasks or containers of.
+func (n *Node) OverlayVNIs(ctx context.Context, network string) (string, []uint32, error) {
+	out, err := n.Docker(ctx, "network", "inspect", "--format",
+		`{{.ID}} {{index .Options "com.docker.network.driver.overlay.vxlanid_list"}}`, network)
+	if err != nil {
+		return "", nil, err
+	}
+	f := strings.Fields(out)
+	if len(f) != 2 {
+		return "", nil, fmt.Errorf("node %s: network %s: no VNI in inspect output %q", n.Name, network, out)
+	}
+	var vnis []uint32
+	for _, s := range strings.Split(f[1], ",") {
+		v, err := strconv.ParseUint(strings.TrimSpace(s), 10, 32)
+		if err != nil {
+			return "", nil, fmt.Errorf("node %s: network %s: VNI %q: %w", n.Name, network, s, err)
+		}
+		vnis = append(vnis, uint32(v))
+	}
+	return f[0], vnis, nil
+}
+
+// PlantDockerStaleVXLAN asks manager for the Docker overlay network's ID and
+// first VNI and plants the matching stale device on target. It returns the
+// device name and VNI.
+func PlantDockerStaleVXLAN(ctx context.Context, manager, target *Node, network string) (string, uint32, error) {
+	id, vnis, err := manager.OverlayVNIs(ctx, network)
+	if err != nil {
+		return "", 0, err
+	}
+	name := DockerOverlayVXLANName(vnis[0], id)
+	return name, vnis[0], PlantStaleVXLAN(target, name, vnis[0])
+}
