@@ -1,7 +1,9 @@
 package driver
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"time"
 
@@ -40,6 +42,12 @@ func (d *Driver) RemoteChange(ep RemoteEndpoint, removed bool) {
 		} else {
 			log.Debug("remote endpoint removed")
 		}
+		d.restoreSharedLocked(ns, ep, p)
+		return
+	}
+	if why := d.remoteRefusal(ns, p, d.localAddrsLocked(ns)); why != "" {
+		d.cfg.Metrics.Error("remote_refused")
+		log.Warnf("ignoring remote endpoint %s of network %s: %s", p, short(ep.Network), why)
 		return
 	}
 	if err := d.dp.AddPeer(ns.vxIndex, p); err != nil {
@@ -48,6 +56,110 @@ func (d *Driver) RemoteChange(ep RemoteEndpoint, removed bool) {
 		return
 	}
 	log.Debug("remote endpoint programmed")
+}
+
+// restoreSharedLocked re-programs the remote endpoints that share the IP or MAC of one just removed.
+// The control plane reports endpoints of different hosts in no particular order: when an address moves
+// from one host to another (a container stopped there, its address given to a container elsewhere), the
+// removal of the old endpoint may arrive after the new one was programmed, and DelPeer's neighbour
+// deletion (keyed by IP) would take the new one's entry with it. ns.mu is held.
+func (d *Driver) restoreSharedLocked(ns *netState, gone RemoteEndpoint, p dataplane.Peer) {
+	if d.cfg.Control == nil {
+		return
+	}
+	self := d.VTEP()
+	var local map[string]bool
+	for _, ep := range d.cfg.Control.Remote(gone.Network) {
+		if ep.EndpointID == gone.EndpointID || ep.VTEP == self {
+			continue
+		}
+		q, err := toPeer(ep)
+		if err != nil || !(q.IP.Equal(p.IP) || q.MAC.String() == p.MAC.String()) {
+			continue
+		}
+		if local == nil {
+			local = d.localAddrsLocked(ns)
+		}
+		if d.remoteRefusal(ns, q, local) != "" {
+			continue
+		}
+		if err := d.dp.AddPeer(ns.vxIndex, q); err != nil {
+			d.cfg.Metrics.Error("peer")
+			d.log.WithError(err).WithFields(logrus.Fields{"network": gone.Network, "peer": q.String()}).Warn("re-programming remote endpoint")
+		}
+	}
+}
+
+// localAddrsLocked returns the IPs and MACs of the endpoints joined on this host in ns's network, as
+// keys "ip:<addr>" and "mac:<addr>". ns.mu is held.
+func (d *Driver) localAddrsLocked(ns *netState) map[string]bool {
+	out := map[string]bool{}
+	eps, err := d.st.ListEndpoints(ns.rec.ID)
+	if err != nil {
+		return nil // unknown: remoteRefusal refuses everything
+	}
+	for _, ep := range eps {
+		if !ep.Joined {
+			continue
+		}
+		if ip, _, err := net.ParseCIDR(ep.IP); err == nil {
+			out["ip:"+ip.String()] = true
+		}
+		if mac, err := net.ParseMAC(ep.MAC); err == nil {
+			out["mac:"+mac.String()] = true
+		}
+	}
+	return out
+}
+
+// remoteRefusal says why a remote endpoint reported by the control plane must not be programmed on the
+// network's device, or "" when it may be. A record may be forged or replayed (gossip without a key, a
+// compromised node): it must never take over an address of an endpoint on this host, flood the network's
+// broadcast traffic somewhere (an all-zero or multicast MAC is an FDB default or group entry), or carry an
+// address outside the network. local is localAddrsLocked's answer (nil: unknown). ns.mu is held.
+func (d *Driver) remoteRefusal(ns *netState, p dataplane.Peer, local map[string]bool) string {
+	if local == nil {
+		return "the endpoints of this host could not be read from the state"
+	}
+	if len(p.MAC) != 6 || p.MAC[0]&1 != 0 {
+		return fmt.Sprintf("MAC %s is not a unicast MAC", p.MAC)
+	}
+	if bytes.Equal(p.MAC, make(net.HardwareAddr, 6)) {
+		return "MAC 00:00:00:00:00:00 is the VXLAN default destination"
+	}
+	if p.IP.To4() == nil || !p.IP.IsGlobalUnicast() {
+		return fmt.Sprintf("IP %s is not a unicast IPv4 address", p.IP)
+	}
+	if p.VTEP == nil || p.VTEP.IsUnspecified() || p.VTEP.IsLoopback() || p.VTEP.IsMulticast() || p.VTEP.Equal(net.IPv4bcast) {
+		return fmt.Sprintf("VTEP %s is not a unicast address", p.VTEP)
+	}
+	if local["ip:"+p.IP.String()] {
+		return fmt.Sprintf("IP %s belongs to an endpoint on this host", p.IP)
+	}
+	if local["mac:"+p.MAC.String()] {
+		return fmt.Sprintf("MAC %s belongs to an endpoint on this host", p.MAC)
+	}
+	if len(ns.rec.IPv4) > 0 {
+		inside := false
+		for _, sub := range ns.rec.IPv4 {
+			_, pool, err := net.ParseCIDR(sub.Pool)
+			if err != nil || !pool.Contains(p.IP) {
+				continue
+			}
+			inside = true
+			gw := net.ParseIP(sub.Gateway)
+			if gw == nil {
+				gw, _, _ = net.ParseCIDR(sub.Gateway)
+			}
+			if gw != nil && gw.Equal(p.IP) {
+				return fmt.Sprintf("IP %s is the gateway address of the network", p.IP)
+			}
+		}
+		if !inside {
+			return fmt.Sprintf("IP %s is outside the network's subnets", p.IP)
+		}
+	}
+	return ""
 }
 
 func toPeer(ep RemoteEndpoint) (dataplane.Peer, error) {
@@ -73,6 +185,7 @@ func (d *Driver) programPeersLocked(ns *netState) {
 		return
 	}
 	self := d.VTEP()
+	local := d.localAddrsLocked(ns)
 	want := map[string]dataplane.Peer{}
 	for _, ep := range d.cfg.Control.Remote(ns.rec.ID) {
 		if ep.VTEP == self {
@@ -80,6 +193,11 @@ func (d *Driver) programPeersLocked(ns *netState) {
 		}
 		p, err := toPeer(ep)
 		if err != nil {
+			continue
+		}
+		if why := d.remoteRefusal(ns, p, local); why != "" {
+			d.log.WithFields(logrus.Fields{"network": ns.rec.ID, "endpoint": ep.EndpointID, "peer": p.String()}).
+				Debugf("not programming remote endpoint: %s", why)
 			continue
 		}
 		want[p.MAC.String()] = p
