@@ -179,4 +179,3 @@ func serve(ctx context.Context, env func(string) string) error {
 		return fmt.Errorf("serving %s: %w", s.Socket, err)
 	}
 }
-
