@@ -87,6 +87,14 @@ func (m *Manager) clearAndCreate(spec VXLANSpec, all bool, liveNetwork func(stri
 	if err != nil {
 		return 0, nil, fmt.Errorf("scanning for devices that conflict with %s: %w", spec, err)
 	}
+	if !all && anyStale(devs, spec, liveNetwork) {
+		// The host namespace alone does not show the uppers that containers hold in their own
+		// namespaces (a macvlan on the device, moved into a container): look everywhere before
+		// deleting anything.
+		if devs, err = m.ScanVXLAN(true, false); err != nil {
+			return 0, nil, fmt.Errorf("scanning for devices that conflict with %s: %w", spec, err)
+		}
+	}
 	var removed []Removed
 	for _, d := range devs {
 		byName := d.NS.Host && d.Name == spec.Name
@@ -130,6 +138,18 @@ func (m *Manager) clearAndCreate(spec VXLANSpec, all bool, liveNetwork func(stri
 	}
 	idx, err := m.create(spec)
 	return idx, removed, err
+}
+
+// anyStale reports whether a device in devs conflicts with spec and would be judged stale.
+func anyStale(devs []Device, spec VXLANSpec, liveNetwork func(string) bool) bool {
+	for _, d := range devs {
+		byName := d.NS.Host && d.Name == spec.Name
+		byVNI := d.HostSock && d.VNI == spec.VNI && d.Port == spec.Port
+		if (byName || byVNI) && Classify(d, spec.want(), liveNetwork).Verdict == Stale {
+			return true
+		}
+	}
+	return false
 }
 
 // clearForeignName deletes a non-VXLAN link that holds a name we need, when it is provably unused.
