@@ -84,6 +84,8 @@ type Driver struct {
 	vtep     string
 	// firstSeen remembers when the sweep first saw an endpoint interface in the host namespace.
 	firstSeen map[string]time.Time
+	// keptReported: devices the sweep kept because they carry uppers, already logged at info.
+	keptReported map[string]bool
 }
 
 // New builds a Driver and loads its state. Call Reconcile before serving.
@@ -102,7 +104,8 @@ func New(cfg Config) (*Driver, error) {
 		return nil, fmt.Errorf("loading VNI allocations: %w", err)
 	}
 	d := &Driver{cfg: cfg, log: cfg.Log, dp: cfg.Dataplane, st: cfg.Store, alloc: alloc,
-		networks: map[string]*netState{}, vtep: cfg.VTEP, firstSeen: map[string]time.Time{}}
+		networks: map[string]*netState{}, vtep: cfg.VTEP, firstSeen: map[string]time.Time{},
+		keptReported: map[string]bool{}}
 	nets, err := cfg.Store.ListNetworks()
 	if err != nil {
 		return nil, fmt.Errorf("loading networks from %s: %w", cfg.Store.Path(), err)

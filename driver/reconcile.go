@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -290,24 +291,7 @@ func (d *Driver) Sweep() int {
 		return 0
 	}
 	removed := 0
-	for _, l := range nets {
-		netID, _, _ := dataplane.ParseAlias(l.Attrs().Alias)
-		d.mu.Lock()
-		ns, known := d.networks[netID]
-		d.mu.Unlock()
-		if known {
-			ns.mu.Lock()
-			if len(ns.joined) == 0 && d.sweepLink(l, "its network has no endpoint joined on this host") {
-				ns.vxIndex = 0
-				removed++
-			}
-			ns.mu.Unlock()
-			continue
-		}
-		if d.sweepLink(l, "its network is unknown to vxsafe on this host") {
-			removed++
-		}
-	}
+	// Endpoint interfaces first: one left in the host namespace is an upper of its network's device.
 	for _, l := range eps {
 		netID, epID, _ := dataplane.ParseAlias(l.Attrs().Alias)
 		d.mu.Lock()
@@ -325,7 +309,70 @@ func (d *Driver) Sweep() int {
 		}
 		ns.mu.Unlock()
 	}
+	// Uppers of the host's devices in every namespace, read once and only when a device is to go: the
+	// state may not know an endpoint that a running container still holds (state lost, a record behind),
+	// and deleting the device would take the container's interface with it.
+	var uppers map[int][]string
+	var scanErr error
+	carries := func(l netlink.Link) []string {
+		if uppers == nil && scanErr == nil {
+			var devs []dataplane.Device
+			if devs, scanErr = d.dp.ScanVXLAN(true, false); scanErr != nil {
+				d.log.WithError(scanErr).Warn("sweep: scanning namespaces for upper devices failed; keeping every device")
+			}
+			uppers = map[int][]string{}
+			for _, dev := range devs {
+				if dev.NS.Host {
+					uppers[dev.Index] = dev.Uppers
+				}
+			}
+		}
+		if scanErr != nil {
+			return []string{"upper devices that could not be listed"}
+		}
+		return uppers[l.Attrs().Index]
+	}
+	for _, l := range nets {
+		netID, _, _ := dataplane.ParseAlias(l.Attrs().Alias)
+		d.mu.Lock()
+		ns, known := d.networks[netID]
+		d.mu.Unlock()
+		if known {
+			ns.mu.Lock()
+			if len(ns.joined) == 0 && d.sweepDevice(l, carries, "its network has no endpoint joined on this host") {
+				ns.vxIndex = 0
+				removed++
+			}
+			ns.mu.Unlock()
+			continue
+		}
+		if d.sweepDevice(l, carries, "its network is unknown to vxsafe on this host") {
+			removed++
+		}
+	}
 	return removed
+}
+
+// sweepDevice deletes a network device of ours unless it carries upper devices (in any namespace).
+func (d *Driver) sweepDevice(l netlink.Link, carries func(netlink.Link) []string, reason string) bool {
+	if up := carries(l); len(up) > 0 {
+		a := l.Attrs()
+		key := fmt.Sprintf("%s/%d", a.Name, a.Index)
+		d.mu.Lock()
+		first := !d.keptReported[key]
+		d.keptReported[key] = true
+		d.mu.Unlock()
+		log := d.log.WithFields(logrus.Fields{"interface": a.Name, "ifindex": a.Index, "uppers": up})
+		msg := fmt.Sprintf("sweep: keeping vxlan interface %q (ifindex %d) although %s: it carries %s, which a container may hold",
+			a.Name, a.Index, reason, strings.Join(up, ", "))
+		if first {
+			log.Info(msg)
+		} else {
+			log.Debug(msg)
+		}
+		return false
+	}
+	return d.sweepLink(l, reason)
 }
 
 func (d *Driver) sweepLink(l netlink.Link, reason string) bool {
