@@ -487,7 +487,7 @@ func (d *Driver) ensureDeviceLocked(ns *netState, log *logrus.Entry) error {
 		return err
 	}
 	ns.vxIndex = idx
-	d.programPeersLocked(ns)
+	d.programPeersLocked(ns, false)
 	return nil
 }
 

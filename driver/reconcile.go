@@ -179,9 +179,26 @@ func toPeer(ep RemoteEndpoint) (dataplane.Peer, error) {
 	return dataplane.Peer{IP: ip, MAC: mac, VTEP: vtep}, nil
 }
 
+// Synced is what a control plane may implement to say whether its view of remote endpoints is complete
+// (it has exchanged state with the cluster since it started). Without it the driver prunes only in the
+// periodic resync, never right after a start.
+type Synced interface {
+	Synced() bool
+}
+
+// controlSynced reports whether remote entries the control plane does not list may be removed.
+func (d *Driver) controlSynced() bool {
+	if s, ok := d.cfg.Control.(Synced); ok {
+		return s.Synced()
+	}
+	return true
+}
+
 // programPeersLocked makes the device's FDB and neighbour entries match the control plane's view of the
-// network: missing ones added, changed ones replaced, extra ones removed. ns.mu is held.
-func (d *Driver) programPeersLocked(ns *netState) {
+// network: missing ones added, changed ones replaced, and — with prune — extra ones removed. A plugin that
+// has just (re)started knows no remote endpoint until its gossip has synced: pruning then would cut every
+// running container off the other hosts until it has, so a start only adds. ns.mu is held.
+func (d *Driver) programPeersLocked(ns *netState, prune bool) {
 	if d.cfg.Control == nil || ns.vxIndex == 0 {
 		return
 	}
@@ -212,6 +229,9 @@ func (d *Driver) programPeersLocked(ns *netState) {
 	for _, p := range have {
 		haveBy[p.MAC.String()] = p
 		w, ok := want[p.MAC.String()]
+		if !ok && !prune {
+			continue
+		}
 		if !ok || !w.IP.Equal(p.IP) {
 			if err := d.dp.DelPeer(ns.vxIndex, p); err != nil {
 				d.log.WithError(err).WithField("network", ns.rec.ID).Warn("removing a stale remote endpoint")
@@ -409,7 +429,7 @@ func (d *Driver) Run(ctx context.Context, interval time.Duration) {
 		d.mu.Unlock()
 		for _, ns := range nets {
 			ns.mu.Lock()
-			d.programPeersLocked(ns)
+			d.programPeersLocked(ns, d.controlSynced())
 			ns.mu.Unlock()
 		}
 	}
