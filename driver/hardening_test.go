@@ -28,10 +28,17 @@ type fakeControl struct {
 	mu        sync.Mutex
 	remote    map[string][]RemoteEndpoint
 	published map[string]RemoteEndpoint
+	synced    bool
 }
 
 func newFakeControl() *fakeControl {
-	return &fakeControl{remote: map[string][]RemoteEndpoint{}, published: map[string]RemoteEndpoint{}}
+	return &fakeControl{remote: map[string][]RemoteEndpoint{}, published: map[string]RemoteEndpoint{}, synced: true}
+}
+
+func (f *fakeControl) Synced() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.synced
 }
 
 func (f *fakeControl) SetVTEP(string) {}
@@ -603,7 +610,7 @@ func (h *harness) resync(nid string) {
 	ns := h.drv.networks[nid]
 	h.drv.mu.Unlock()
 	ns.mu.Lock()
-	h.drv.programPeersLocked(ns)
+	h.drv.programPeersLocked(ns, true)
 	ns.mu.Unlock()
 }
 
@@ -738,4 +745,49 @@ func TestHostileInputMore(t *testing.T) {
 	if len(allocs) != 1 {
 		t.Fatalf("allocations changed by hostile input: %v", allocs)
 	}
+}
+
+// TestRestartKeepsRemotePeers: a restarted plugin knows no remote endpoint until its gossip has synced;
+// the entries programmed by the previous run stay (running containers keep reaching the other hosts)
+// until the control plane says it has a complete view without them.
+func TestRestartKeepsRemotePeers(t *testing.T) {
+	host := nstest.New(t, "vxhdrv")
+	dir := t.TempDir()
+	ctl := newFakeControl()
+	h := startWith(t, host, dir, &dataplane.Hooks{}, ctl, "192.0.2.1")
+	vni := h.createNetwork(netID, nil)
+	r1 := RemoteEndpoint{Network: netID, EndpointID: "r1", IP: "10.0.1.50", MAC: "02:42:0a:00:01:32", VTEP: "192.0.2.2"}
+	ctl.set(netID, r1)
+	h.join(netID, 1)
+	dev := netconfig.DeviceName(vni, netID)
+	idx := h.link(dev).Attrs().Index
+	one := func(what string, want int) {
+		t.Helper()
+		peers, err := h.dp.Peers(idx)
+		if err != nil || len(peers) != want {
+			t.Fatalf("%s: peers %v (err %v), want %d", what, peers, err, want)
+		}
+	}
+	one("before the restart", 1)
+	h.crash()
+	// The new run's control plane has not synced yet: it knows nothing.
+	ctl2 := newFakeControl()
+	ctl2.synced = false
+	h2 := startWith(t, host, dir, &dataplane.Hooks{}, ctl2, "192.0.2.1")
+	h = h2
+	one("after the restart", 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { h2.drv.Run(ctx, 20*time.Millisecond); close(done) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(200 * time.Millisecond) // several resyncs while not synced
+	one("resyncs before the control plane synced", 1)
+	// Synced, and the endpoint is really gone: pruned.
+	ctl2.mu.Lock()
+	ctl2.synced = true
+	ctl2.mu.Unlock()
+	waitUntil(t, 5*time.Second, "the gone remote endpoint pruned", func() bool {
+		peers, _ := h2.dp.Peers(idx)
+		return len(peers) == 0
+	})
 }
