@@ -1,0 +1,506 @@
+package driver
+
+// Benchmarks of the remote-driver handlers against the real kernel: a Driver serving its unix socket, its
+// "host" a fresh network namespace, driven over HTTP as dockerd drives it. Run with
+//
+//	go test -run '^$' -bench . -benchtime 1x ./driver/
+//
+// Every benchmark collects a fixed number of latency samples per run (VXSAFE_BENCH_SAMPLES, default 200)
+// and reports percentiles as custom metrics; -benchtime 1x is enough. VXSAFE_BENCH_PLOT=FILE.png draws
+// Join latency against endpoint count from BenchmarkJoinLeave.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/network"
+	"github.com/sirupsen/logrus"
+	"github.com/vishvananda/netlink"
+	"github.com/vxsafe/overlay/dataplane"
+	"github.com/vxsafe/overlay/internal/nstest"
+	"github.com/vxsafe/overlay/netconfig"
+	"github.com/vxsafe/overlay/store"
+	"golang.org/x/sys/unix"
+)
+
+const benchNet = "b3nch0000000000000000000000000000000000000000000000000000000000a"
+
+// benchSizes are the endpoint counts on the host at which Join and Leave are measured.
+var benchSizes = []int{1, 100, 1000}
+
+func benchSamples() int {
+	if n, err := strconv.Atoi(os.Getenv("VXSAFE_BENCH_SAMPLES")); err == nil && n > 0 {
+		return n
+	}
+	return 200
+}
+
+// benchEP is the ID of benchmark endpoint i: its first 10 characters (the interface name) are unique.
+func benchEP(i int) string { return fmt.Sprintf("%010d", i) + strings.Repeat("b", 54) }
+
+// benchIP is endpoint i's address in 10.128.0.0/16.
+func benchIP(i int) string { return fmt.Sprintf("10.128.%d.%d/16", (i+2)/256, (i+2)%256) }
+
+// benchEnv is the socket harness for benchmarks: a Driver on a unix socket in a fresh namespace, and a
+// second namespace standing for the containers, into which joined endpoint interfaces are moved as
+// libnetwork moves them.
+type benchEnv struct {
+	tb       testing.TB
+	host     *nstest.NS
+	sink     *nstest.NS
+	stateDir string
+	st       *store.Store
+	dp       *dataplane.Manager
+	drv      *Driver
+	l        net.Listener
+	client   *http.Client
+	joined   []int
+}
+
+// newBenchEnv starts a driver whose state database is in stateDir ("" = a temporary directory on the
+// filesystem of os.TempDir).
+func newBenchEnv(tb testing.TB, stateDir string) *benchEnv {
+	tb.Helper()
+	e := newBenchNamespaces(tb, stateDir)
+	e.start()
+	tb.Cleanup(e.stop)
+	return e
+}
+
+// newBenchNamespaces makes the host and container namespaces and the state directory, without a driver.
+func newBenchNamespaces(tb testing.TB, stateDir string) *benchEnv {
+	tb.Helper()
+	if stateDir == "" {
+		stateDir = tb.TempDir()
+	}
+	return &benchEnv{tb: tb, host: nstest.New(tb, "vxbdrv"), sink: nstest.New(tb, "vxbctr"), stateDir: stateDir}
+}
+
+// connect points the client at a plugin socket.
+func (e *benchEnv) connect(sock string) {
+	e.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}}
+}
+
+func (e *benchEnv) start() {
+	e.tb.Helper()
+	logger := logrus.New()
+	logger.SetOutput(io.Discard)
+	logger.SetLevel(logrus.InfoLevel) // the plugin's default
+	log := logrus.NewEntry(logger)
+	st, err := store.Open(filepath.Join(e.stateDir, "vxsafe.db"))
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	dp, err := dataplane.New(dataplane.Options{NS: e.host.Handle, Log: log})
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	drv, err := New(Config{Store: st, Dataplane: dp, VNIMin: 1048576, VNIMax: 1048676, Log: log})
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	drv.Reconcile()
+	sock := filepath.Join(e.stateDir, "vxsafe.sock")
+	l, err := Listen(sock)
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	go Serve(l, Handler(drv, log, nil))
+	e.st, e.dp, e.drv, e.l = st, dp, drv, l
+	e.connect(sock)
+}
+
+func (e *benchEnv) stop() {
+	if e.l == nil {
+		return
+	}
+	e.l.Close()
+	e.client.CloseIdleConnections()
+	e.dp.Close()
+	e.st.Close()
+	e.l = nil
+}
+
+// do posts one request as dockerd does; an error answer becomes an error.
+func (e *benchEnv) do(method string, req, resp any) error {
+	body, _ := json.Marshal(req)
+	r, err := e.client.Post("http://plugin/NetworkDriver."+method, "application/json", bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("%s: %w", method, err)
+	}
+	defer r.Body.Close()
+	data, _ := io.ReadAll(r.Body)
+	if r.StatusCode != http.StatusOK {
+		var er network.ErrorResponse
+		_ = json.Unmarshal(data, &er)
+		return fmt.Errorf("%s: status %d: %s", method, r.StatusCode, er.Err)
+	}
+	if resp != nil {
+		return json.Unmarshal(data, resp)
+	}
+	return nil
+}
+
+func (e *benchEnv) must(method string, req, resp any) {
+	e.tb.Helper()
+	if err := e.do(method, req, resp); err != nil {
+		e.tb.Fatal(err)
+	}
+}
+
+func (e *benchEnv) createNetwork() {
+	e.tb.Helper()
+	var alloc network.AllocateNetworkResponse
+	e.must("AllocateNetwork", network.AllocateNetworkRequest{NetworkID: benchNet,
+		IPv4Data: []network.IPAMData{{Pool: "10.128.0.0/16", Gateway: "10.128.0.1/16"}}}, &alloc)
+	generic := map[string]any{}
+	for k, v := range alloc.Options {
+		generic[k] = v
+	}
+	e.must("CreateNetwork", network.CreateNetworkRequest{NetworkID: benchNet,
+		Options:  map[string]any{netconfig.GenericKey: generic},
+		IPv4Data: []*network.IPAMData{{Pool: "10.128.0.0/16", Gateway: "10.128.0.1/16"}}}, nil)
+}
+
+// timings of one container's life on the network, as dockerd calls the driver.
+type cycle struct{ create, join, leave, del time.Duration }
+
+// attach runs CreateEndpoint and Join for endpoint i and moves its interface into the container
+// namespace; it returns the handler latencies.
+func (e *benchEnv) attach(i int) (create, join time.Duration) {
+	e.tb.Helper()
+	t0 := time.Now()
+	e.must("CreateEndpoint", network.CreateEndpointRequest{NetworkID: benchNet, EndpointID: benchEP(i),
+		Interface: &network.EndpointInterface{Address: benchIP(i)}}, nil)
+	t1 := time.Now()
+	var jr network.JoinResponse
+	e.must("Join", network.JoinRequest{NetworkID: benchNet, EndpointID: benchEP(i), SandboxKey: "/var/run/docker/netns/bench"}, &jr)
+	t2 := time.Now()
+	e.move(e.host, e.sink, jr.InterfaceName.SrcName)
+	return t1.Sub(t0), t2.Sub(t1)
+}
+
+// detach runs Leave, moves the interface back as libnetwork does, and runs DeleteEndpoint.
+func (e *benchEnv) detach(i int) (leave, del time.Duration) {
+	e.tb.Helper()
+	t0 := time.Now()
+	e.must("Leave", network.LeaveRequest{NetworkID: benchNet, EndpointID: benchEP(i)}, nil)
+	t1 := time.Now()
+	e.move(e.sink, e.host, netconfig.EndpointIfName(benchEP(i)))
+	t2 := time.Now()
+	e.must("DeleteEndpoint", network.DeleteEndpointRequest{NetworkID: benchNet, EndpointID: benchEP(i)}, nil)
+	return t1.Sub(t0), time.Since(t2)
+}
+
+func (e *benchEnv) move(from, to *nstest.NS, name string) {
+	e.tb.Helper()
+	l, err := from.NL.LinkByName(name)
+	if err != nil {
+		e.tb.Fatalf("endpoint interface %s: %v", name, err)
+	}
+	if err := from.NL.LinkSetNsFd(l, int(to.Handle)); err != nil {
+		e.tb.Fatalf("moving %s: %v", name, err)
+	}
+}
+
+// grow joins background endpoints until n are joined on the host.
+func (e *benchEnv) grow(n int) {
+	e.tb.Helper()
+	for len(e.joined) < n {
+		i := len(e.joined)
+		e.attach(i)
+		e.joined = append(e.joined, i)
+	}
+}
+
+// measure runs samples full endpoint lives (indexes from 60000 up, beyond the background ones).
+func (e *benchEnv) measure(samples int) []cycle {
+	e.tb.Helper()
+	out := make([]cycle, 0, samples)
+	for k := 0; k < samples+5; k++ {
+		i := 60000 + k%1000
+		var c cycle
+		c.create, c.join = e.attach(i)
+		c.leave, c.del = e.detach(i)
+		if k >= 5 { // the first few warm up connections and caches
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// pct returns the p-th percentile (nearest rank) of ds, in milliseconds.
+func pct(ds []time.Duration, p float64) float64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	rank := int(p/100*float64(len(s))+0.999999) - 1
+	if rank < 0 {
+		rank = 0
+	}
+	if rank >= len(s) {
+		rank = len(s) - 1
+	}
+	return float64(s[rank]) / float64(time.Millisecond)
+}
+
+func field(cs []cycle, f func(cycle) time.Duration) []time.Duration {
+	out := make([]time.Duration, len(cs))
+	for i, c := range cs {
+		out[i] = f(c)
+	}
+	return out
+}
+
+// latencyRow is one line of the Join/Leave table (milliseconds).
+type latencyRow struct {
+	State                                    string
+	Endpoints                                int
+	CreateP50, CreateP99, JoinP50, JoinP99   float64
+	LeaveP50, LeaveP99, DeleteP50, DeleteP99 float64
+}
+
+func rowOf(state string, n int, cs []cycle) latencyRow {
+	c := field(cs, func(c cycle) time.Duration { return c.create })
+	j := field(cs, func(c cycle) time.Duration { return c.join })
+	l := field(cs, func(c cycle) time.Duration { return c.leave })
+	d := field(cs, func(c cycle) time.Duration { return c.del })
+	return latencyRow{State: state, Endpoints: n,
+		CreateP50: pct(c, 50), CreateP99: pct(c, 99), JoinP50: pct(j, 50), JoinP99: pct(j, 99),
+		LeaveP50: pct(l, 50), LeaveP99: pct(l, 99), DeleteP50: pct(d, 50), DeleteP99: pct(d, 99)}
+}
+
+// tmpfsDir is a state directory on tmpfs, where fsync costs nothing: the difference to the disk run is
+// what bbolt's fsyncs cost.
+func tmpfsDir(tb testing.TB) string {
+	tb.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs("/dev/shm", &st); err != nil || st.Type != unix.TMPFS_MAGIC {
+		tb.Skip("/dev/shm is not a tmpfs")
+	}
+	d, err := os.MkdirTemp("/dev/shm", "vxbench-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// BenchmarkJoinLeave measures CreateEndpoint, Join, Leave and DeleteEndpoint of one container with 1, 100
+// and 1000 other endpoints joined on the host, with the state database on disk (as in production: the
+// plugin's state mount) and on tmpfs (no fsync cost).
+func BenchmarkJoinLeave(b *testing.B) {
+	var rows []latencyRow
+	for _, state := range []string{"disk", "tmpfs"} {
+		b.Run("state="+state, func(b *testing.B) {
+			dir := ""
+			if state == "tmpfs" {
+				dir = tmpfsDir(b)
+			}
+			e := newBenchEnv(b, dir)
+			e.createNetwork()
+			for _, n := range benchSizes {
+				b.Run(fmt.Sprintf("endpoints=%d", n), func(b *testing.B) {
+					e.tb = b
+					e.grow(n)
+					var cs []cycle
+					for i := 0; i < b.N; i++ {
+						cs = append(cs, e.measure(benchSamples())...)
+					}
+					r := rowOf(state, n, cs)
+					rows = append(rows, r)
+					b.ReportMetric(0, "ns/op")
+					b.ReportMetric(r.JoinP50, "join-p50-ms")
+					b.ReportMetric(r.JoinP99, "join-p99-ms")
+					b.ReportMetric(r.LeaveP50, "leave-p50-ms")
+					b.ReportMetric(r.LeaveP99, "leave-p99-ms")
+					b.ReportMetric(r.CreateP50, "create-p50-ms")
+					b.ReportMetric(r.DeleteP50, "delete-p50-ms")
+				})
+			}
+			e.tb = b
+		})
+	}
+	if len(rows) == 0 {
+		return
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "handler latency in ms (p50 / p99), %d samples each, state database on disk or tmpfs:\n", benchSamples())
+	fmt.Fprintf(&sb, "%-6s %9s %15s %15s %15s %15s\n", "state", "endpoints", "CreateEndpoint", "Join", "Leave", "DeleteEndpoint")
+	for _, r := range rows {
+		fmt.Fprintf(&sb, "%-6s %9d %6.2f / %6.2f %6.2f / %6.2f %6.2f / %6.2f %6.2f / %6.2f\n", r.State, r.Endpoints,
+			r.CreateP50, r.CreateP99, r.JoinP50, r.JoinP99, r.LeaveP50, r.LeaveP99, r.DeleteP50, r.DeleteP99)
+	}
+	b.Log("\n" + sb.String())
+	if path := os.Getenv("VXSAFE_BENCH_PLOT"); path != "" {
+		if err := writeJoinPlot(path, rows); err != nil {
+			b.Error(err)
+		} else {
+			b.Logf("Join latency plot written to %s", path)
+		}
+	}
+}
+
+// BenchmarkFirstJoin measures the first container of a network on a host: its Join creates the network's
+// VXLAN device (after the stale-device checks), its DeleteEndpoint removes it.
+func BenchmarkFirstJoin(b *testing.B) {
+	e := newBenchEnv(b, "")
+	e.createNetwork()
+	var cs []cycle
+	for i := 0; i < b.N; i++ {
+		cs = append(cs, e.measure(benchSamples()/2)...)
+	}
+	r := rowOf("disk", 0, cs)
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(r.JoinP50, "join-p50-ms")
+	b.ReportMetric(r.JoinP99, "join-p99-ms")
+	b.ReportMetric(r.DeleteP50, "delete-p50-ms")
+	b.ReportMetric(r.DeleteP99, "delete-p99-ms")
+}
+
+// BenchmarkStorePutEndpoint measures one bbolt write (a transaction with its fsyncs), which CreateEndpoint,
+// Join, Leave and DeleteEndpoint each make once.
+func BenchmarkStorePutEndpoint(b *testing.B) {
+	for _, state := range []string{"disk", "tmpfs"} {
+		b.Run("state="+state, func(b *testing.B) {
+			dir := b.TempDir()
+			if state == "tmpfs" {
+				dir = tmpfsDir(b)
+			}
+			st, err := store.Open(filepath.Join(dir, "vxsafe.db"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			if err := st.PutNetwork(store.NetworkRecord{ID: benchNet, VNI: 1048576}); err != nil {
+				b.Fatal(err)
+			}
+			var ds []time.Duration
+			for i := 0; i < b.N; i++ {
+				for k := 0; k < benchSamples(); k++ {
+					t0 := time.Now()
+					if err := st.PutEndpoint(store.EndpointRecord{NetworkID: benchNet, EndpointID: benchEP(k), IP: benchIP(k),
+						MAC: "02:42:0a:80:00:02", IfName: netconfig.EndpointIfName(benchEP(k)), Joined: true}); err != nil {
+						b.Fatal(err)
+					}
+					ds = append(ds, time.Since(t0))
+				}
+			}
+			b.ReportMetric(0, "ns/op")
+			b.ReportMetric(pct(ds, 50), "put-p50-ms")
+			b.ReportMetric(pct(ds, 99), "put-p99-ms")
+		})
+	}
+}
+
+// BenchmarkReconcile measures a plugin start on a host with 1000 joined endpoints: opening the state,
+// loading it (New) and reconciling it with the kernel. "restart": the kernel objects are intact (plugin
+// restart or upgrade); "reboot": the network's device is gone and is re-created (the endpoints'
+// interfaces in the container namespace go with it; only the device matters to the reconcile). The
+// restart rounds run first.
+func BenchmarkReconcile(b *testing.B) {
+	const n = 1000
+	e := newBenchEnv(b, "")
+	e.createNetwork()
+	e.grow(n)
+	for _, kind := range []string{"restart", "reboot"} {
+		b.Run(fmt.Sprintf("%s/endpoints=%d", kind, n), func(b *testing.B) {
+			var ds []time.Duration
+			for i := 0; i < b.N; i++ {
+				for k := 0; k < 5; k++ {
+					e.stop()
+					if kind == "reboot" {
+						e.deleteDevices(b)
+					}
+					t0 := time.Now()
+					e.start()
+					ds = append(ds, time.Since(t0))
+					if _, eps := e.drv.Counts(); eps != n {
+						b.Fatalf("after a %s: %d endpoints joined, want %d", kind, eps, n)
+					}
+					if kind == "reboot" {
+						if _, ok := e.dp.VXLANIndex(e.drv.networks[benchNet].spec); !ok {
+							b.Fatal("reconcile did not re-create the network's device")
+						}
+					}
+				}
+			}
+			b.ReportMetric(0, "ns/op")
+			b.ReportMetric(pct(ds, 50), "startup-p50-ms")
+			b.ReportMetric(pct(ds, 100), "startup-max-ms")
+		})
+	}
+}
+
+// deleteDevices deletes the network's VXLAN device, as a reboot would (its macvlans go with it).
+func (e *benchEnv) deleteDevices(tb testing.TB) {
+	tb.Helper()
+	links, err := e.host.NL.LinkList()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, l := range links {
+		if _, ok := l.(*netlink.Vxlan); ok {
+			if err := e.host.NL.LinkDel(l); err != nil {
+				tb.Fatal(err)
+			}
+		}
+	}
+}
+
+// BenchmarkMemory reports the Go heap in use and the resident memory of this process with the driver
+// idle and with 1000 endpoints joined (the real plugin's own figures: BenchmarkPluginProcess).
+func BenchmarkMemory(b *testing.B) {
+	e := newBenchEnv(b, "")
+	e.createNetwork()
+	heap0, rss0 := memNow()
+	e.grow(1000)
+	heap1, rss1 := memNow()
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(float64(heap1-heap0)/1024, "heap-delta-KiB")
+	b.ReportMetric(float64(rss1-rss0)/1024, "rss-delta-KiB")
+	b.Logf("benchmark process: heap in use %.1f -> %.1f MiB, RSS %.1f -> %.1f MiB (0 -> 1000 endpoints)",
+		float64(heap0)/(1<<20), float64(heap1)/(1<<20), float64(rss0)/(1<<20), float64(rss1)/(1<<20))
+}
+
+func memNow() (heap, rss uint64) {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	r, _ := rssOf(os.Getpid())
+	return ms.HeapInuse, r
+}
+
+// rssOf reads VmRSS of a process, in bytes.
+func rssOf(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, err := strconv.ParseUint(f[1], 10, 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc/" + strconv.Itoa(pid) + "/status")
+}
