@@ -112,7 +112,7 @@ func missing() []string {
 		if i := strings.Index(msg, "; install with:"); i >= 0 {
 			msg = msg[:i]
 		}
-		p = append(p, strings.Split(msg, "; ")...)
+		p = append(p, msg)
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
 		p = append(p, "ip (iproute2) not found")

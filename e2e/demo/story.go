@@ -29,9 +29,10 @@ const (
 
 // demo is one run of the story.
 type demo struct {
-	ui          *ui
-	ctx         context.Context
-	interrupted atomic.Bool
+	ui           *ui
+	ctx          context.Context
+	interrupted  atomic.Bool
+	quietHarness atomic.Bool // the harness's progress lines are shown during setup only
 
 	bundle    string // plugin bundle directory (temporary)
 	vxsafeBin string // the bundle's vxsafe binary, also `vxsafe doctor` on the host
@@ -156,7 +157,7 @@ func (d *demo) setup() {
 	began = time.Now()
 	ctx, cancel := context.WithTimeout(d.ctx, 3*time.Minute)
 	defer cancel()
-	c, err := cluster.Start(ctx, cluster.Options{Prefix: Prefix, Nodes: 2, NoSwarm: true, Log: harnessLog{u}})
+	c, err := cluster.Start(ctx, cluster.Options{Prefix: Prefix, Nodes: 2, NoSwarm: true, Log: harnessLog{u, &d.quietHarness}})
 	d.must(err)
 	d.c, d.n1, d.n2, d.img = c, c.Node(1), c.Node(2), c.Image()
 	u.good("2 nodes of %s, each a network namespace with its own dockerd, busybox imported as %s, in %.1fs",
@@ -169,6 +170,7 @@ func (d *demo) setup() {
 
 	began = time.Now()
 	d.must(c.FormSwarm(ctx))
+	d.quietHarness.Store(true)
 	u.good("swarm formed: n1 manager, n2 worker, in %.1fs", time.Since(began).Seconds())
 	d.show(d.n1, time.Minute, "node", "ls", "--format", "table {{.Hostname}}\t{{.Status}}\t{{.ManagerStatus}}")
 	d.show(d.n2, time.Minute, "plugin", "ls", "--format", "table {{.Name}}\t{{.Enabled}}")
@@ -590,10 +592,17 @@ func (d *demo) logLine(line string) {
 	d.ui.out(fmt.Sprintf("  %s, level=%s: %s", src, level, msg))
 }
 
-// harnessLog shows the test harness's progress lines while the swarm starts and stops.
-type harnessLog struct{ u *ui }
+// harnessLog shows the test harness's progress lines while the swarm starts (its clean-up is summed up
+// by the demo's own line).
+type harnessLog struct {
+	u     *ui
+	quiet *atomic.Bool
+}
 
 func (h harnessLog) Write(p []byte) (int, error) {
+	if h.quiet.Load() {
+		return len(p), nil
+	}
 	for _, l := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
 		h.u.printf("%s%s\n", indent1, h.u.paint(dim, l))
 	}
