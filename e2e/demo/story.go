@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -32,7 +33,8 @@ type demo struct {
 	ui           *ui
 	ctx          context.Context
 	interrupted  atomic.Bool
-	quietHarness atomic.Bool // the harness's progress lines are shown during setup only
+	quietHarness atomic.Bool  // the harness's progress lines are shown during setup only
+	clusterName  atomic.Value // string: the cluster's name as soon as Start names it
 
 	bundle    string // plugin bundle directory (temporary)
 	vxsafeBin string // the bundle's vxsafe binary, also `vxsafe doctor` on the host
@@ -157,7 +159,7 @@ func (d *demo) setup() {
 	began = time.Now()
 	ctx, cancel := context.WithTimeout(d.ctx, 3*time.Minute)
 	defer cancel()
-	c, err := cluster.Start(ctx, cluster.Options{Prefix: Prefix, Nodes: 2, NoSwarm: true, Log: harnessLog{u, &d.quietHarness}})
+	c, err := cluster.Start(ctx, cluster.Options{Prefix: Prefix, Nodes: 2, NoSwarm: true, Log: harnessLog{u, &d.quietHarness, &d.clusterName}})
 	d.must(err)
 	d.c, d.n1, d.n2, d.img = c, c.Node(1), c.Node(2), c.Image()
 	u.good("2 nodes of %s, each a network namespace with its own dockerd, busybox imported as %s, in %.1fs",
@@ -408,8 +410,10 @@ func (d *demo) summary(failure error) {
 	for _, r := range d.rows {
 		rows = append(rows, []cell{{text: r.step}, {text: r.what}, r.overlay, r.vxsafe, {text: r.took}})
 	}
-	u.printf("\n")
-	u.table([]string{"step", "what", "Docker overlay", "vxsafe/overlay", "time"}, rows)
+	if len(rows) > 0 {
+		u.printf("\n")
+		u.table([]string{"step", "what", "Docker overlay", "vxsafe/overlay", "time"}, rows)
+	}
 	u.printf("\n")
 	switch {
 	case d.interrupted.Load():
@@ -429,25 +433,29 @@ func (d *demo) summary(failure error) {
 // cleanup removes the cluster and the bundle and returns what is left (nothing, normally).
 func (d *demo) cleanup() []string {
 	u := d.ui
+	d.quietHarness.Store(true)
 	began := time.Now()
 	var errs []error
 	var left []string
 	name := ""
-	if d.c != nil {
+	what := "nothing was started"
+	switch n, _ := d.clusterName.Load().(string); {
+	case d.c != nil:
 		name = d.c.Name()
 		errs = append(errs, d.c.Close())
 		left = append(left, d.c.Leftovers()...)
+		what = fmt.Sprintf("cluster %s removed in %.1fs (dockerd, containers, plugins, namespaces, mounts, cgroups, directories)",
+			name, time.Since(began).Seconds())
+	case n != "":
+		// Start failed or was interrupted: it removed what it had made; check.
+		left = append(left, cluster.Leftovers(n)...)
+		what = fmt.Sprintf("cluster %s, stopped while starting, removed by the harness", n)
 	}
 	if d.bundle != "" {
 		errs = append(errs, os.RemoveAll(d.bundle))
 		if _, err := os.Lstat(d.bundle); err == nil {
 			left = append(left, "dir "+d.bundle)
 		}
-	}
-	what := "nothing was started"
-	if name != "" {
-		what = fmt.Sprintf("cluster %s removed in %.1fs (dockerd, containers, plugins, namespaces, mounts, cgroups, directories)",
-			name, time.Since(began).Seconds())
 	}
 	if err := errors.Join(errs...); err != nil {
 		u.event("clean-up: %s: %v", what, err)
@@ -592,14 +600,22 @@ func (d *demo) logLine(line string) {
 	d.ui.out(fmt.Sprintf("  %s, level=%s: %s", src, level, msg))
 }
 
+var harnessNameRE = regexp.MustCompile(`^\[(` + Prefix + `-[0-9a-f]+) `)
+
 // harnessLog shows the test harness's progress lines while the swarm starts (its clean-up is summed up
 // by the demo's own line).
 type harnessLog struct {
 	u     *ui
 	quiet *atomic.Bool
+	name  *atomic.Value // the cluster's name, from the first line ("[vxd-1a2b   0.00s] ...")
 }
 
 func (h harnessLog) Write(p []byte) (int, error) {
+	if h.name.Load() == nil {
+		if m := harnessNameRE.FindSubmatch(p); m != nil {
+			h.name.Store(string(m[1]))
+		}
+	}
 	if h.quiet.Load() {
 		return len(p), nil
 	}
