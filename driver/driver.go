@@ -34,6 +34,10 @@ type Config struct {
 	Control Control
 	Log     *logrus.Entry
 	Metrics Metrics
+	// DeadEndpointGrace: a joined endpoint whose container died without a Leave is marked left once it has
+	// been joined this long and its interface has been missing from every namespace for a third of it.
+	// 0: 30s; negative: at once (tests).
+	DeadEndpointGrace time.Duration
 }
 
 // Control is what the driver needs of the control plane (the gossip agent implements it).
@@ -86,6 +90,8 @@ type Driver struct {
 	firstSeen map[string]time.Time
 	// keptReported: devices the sweep kept because they carry uppers, already logged at info.
 	keptReported map[string]bool
+	// missingSince: when a joined endpoint was first found without an interface in any namespace.
+	missingSince map[string]time.Time
 }
 
 // New builds a Driver and loads its state. Call Reconcile before serving.
@@ -99,13 +105,19 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = noMetrics{}
 	}
+	switch {
+	case cfg.DeadEndpointGrace == 0:
+		cfg.DeadEndpointGrace = 30 * time.Second
+	case cfg.DeadEndpointGrace < 0:
+		cfg.DeadEndpointGrace = 0
+	}
 	alloc, err := vni.New(cfg.Store, cfg.VNIMin, cfg.VNIMax)
 	if err != nil {
 		return nil, fmt.Errorf("loading VNI allocations: %w", err)
 	}
 	d := &Driver{cfg: cfg, log: cfg.Log, dp: cfg.Dataplane, st: cfg.Store, alloc: alloc,
 		networks: map[string]*netState{}, vtep: cfg.VTEP, firstSeen: map[string]time.Time{},
-		keptReported: map[string]bool{}}
+		keptReported: map[string]bool{}, missingSince: map[string]time.Time{}}
 	nets, err := cfg.Store.ListNetworks()
 	if err != nil {
 		return nil, fmt.Errorf("loading networks from %s: %w", cfg.Store.Path(), err)

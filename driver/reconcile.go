@@ -11,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 	"github.com/vxsafe/overlay/dataplane"
+	"github.com/vxsafe/overlay/store"
 )
 
 // RemoteChange applies a change of a remote endpoint reported by the control plane. Changes for networks
@@ -261,6 +262,7 @@ func (d *Driver) Reconcile() {
 		nets = append(nets, ns)
 	}
 	d.mu.Unlock()
+	reaped := d.reapDeadEndpoints()
 	rebuilt := 0
 	for _, ns := range nets {
 		ns.mu.Lock()
@@ -278,7 +280,7 @@ func (d *Driver) Reconcile() {
 		ns.mu.Unlock()
 	}
 	swept := d.Sweep()
-	d.log.WithFields(logrus.Fields{"networks": len(nets), "rebuilt": rebuilt, "swept": swept, "took": time.Since(start).String()}).Info("reconciled state with the kernel")
+	d.log.WithFields(logrus.Fields{"networks": len(nets), "rebuilt": rebuilt, "reaped": reaped, "swept": swept, "took": time.Since(start).String()}).Info("reconciled state with the kernel")
 }
 
 func (d *Driver) republishLocked(ns *netState) {
@@ -301,10 +303,116 @@ func (d *Driver) republishLocked(ns *netState) {
 	}
 }
 
-// Sweep removes what vxsafe created and no longer needs: devices of networks with no joined endpoint on
-// this host (or unknown networks), and endpoint interfaces left in the host namespace by endpoints that
-// are not joined. It never touches a device without a vxsafe alias. It returns how many it removed.
+// reapDeadEndpoints finds endpoints recorded as joined whose container is gone without a Leave — dockerd
+// crashed or the host rebooted, and dockerd removed the stale sandbox without telling the driver — and
+// marks them left: withdrawn from the other hosts, and no longer holding the network's device. Such an
+// endpoint would otherwise stay published forever, keep its network's device, and make this host refuse
+// its address when a container elsewhere gets it.
+//
+// An endpoint is dead only when it has been joined for DeadEndpointGrace, its sandbox (the network
+// namespace path libnetwork gave in Join) is not known to exist, and no interface carrying its alias has
+// been seen in any namespace for a third of DeadEndpointGrace: a container being started holds its
+// interface in a namespace that no process pins yet. It returns how many it reaped.
+func (d *Driver) reapDeadEndpoints() int {
+	d.mu.Lock()
+	nets := make([]*netState, 0, len(d.networks))
+	for _, ns := range d.networks {
+		nets = append(nets, ns)
+	}
+	d.mu.Unlock()
+	grace := d.cfg.DeadEndpointGrace
+	now := time.Now()
+	type candidate struct {
+		ns *netState
+		ep store.EndpointRecord
+	}
+	var cands []candidate
+	for _, ns := range nets {
+		ns.mu.Lock()
+		if len(ns.joined) > 0 {
+			eps, err := d.st.ListEndpoints(ns.rec.ID)
+			if err != nil {
+				d.log.WithError(err).WithField("network", ns.rec.ID).Warn("checking joined endpoints: reading the state")
+			}
+			for _, ep := range eps {
+				if !ep.Joined || !ns.joined[ep.EndpointID] || now.Sub(ep.Updated) < grace {
+					continue
+				}
+				if exists, known := d.dp.SandboxExists(ep.SandboxKey); known && exists {
+					continue
+				}
+				cands = append(cands, candidate{ns, ep})
+			}
+		}
+		ns.mu.Unlock()
+	}
+	d.mu.Lock()
+	if len(cands) == 0 {
+		clear(d.missingSince)
+	}
+	d.mu.Unlock()
+	if len(cands) == 0 {
+		return 0
+	}
+	found, err := d.dp.EndpointInterfaces()
+	if err != nil {
+		d.log.WithError(err).Warn("checking joined endpoints: listing endpoint interfaces")
+		return 0
+	}
+	reaped := 0
+	seen := map[string]bool{}
+	for _, c := range cands {
+		key := c.ep.NetworkID + "/" + c.ep.EndpointID
+		if _, alive := found[key]; alive {
+			continue
+		}
+		seen[key] = true
+		d.mu.Lock()
+		since, ok := d.missingSince[key]
+		if !ok {
+			since = now
+			d.missingSince[key] = now
+		}
+		d.mu.Unlock()
+		if now.Sub(since) < grace/3 {
+			continue
+		}
+		c.ns.mu.Lock()
+		cur, ok, err := d.st.GetEndpoint(c.ep.NetworkID, c.ep.EndpointID)
+		if err == nil && ok && cur.Joined && cur.Updated.Equal(c.ep.Updated) {
+			cur.Joined, cur.SandboxKey, cur.Updated = false, "", time.Now()
+			if err := d.st.PutEndpoint(cur); err != nil {
+				d.log.WithError(err).WithField("endpoint", cur.EndpointID).Warn("marking a dead endpoint as left")
+			} else {
+				delete(c.ns.joined, cur.EndpointID)
+				if d.cfg.Control != nil {
+					d.cfg.Control.Withdraw(cur.NetworkID, cur.EndpointID)
+				}
+				reaped++
+				d.log.WithFields(logrus.Fields{"network": cur.NetworkID, "endpoint": cur.EndpointID, "address": cur.IP,
+					"sandbox": c.ep.SandboxKey}).Warnf("endpoint %s (%s) of network %s was joined, but its sandbox %s and its interface are gone "+
+					"(its container died without a Leave: dockerd crashed or the host rebooted): marked left and withdrawn",
+					short(cur.EndpointID), cur.IP, short(cur.NetworkID), c.ep.SandboxKey)
+			}
+		}
+		c.ns.mu.Unlock()
+	}
+	d.mu.Lock()
+	for key := range d.missingSince {
+		if !seen[key] {
+			delete(d.missingSince, key)
+		}
+	}
+	d.mu.Unlock()
+	return reaped
+}
+
+// Sweep marks dead endpoints left (reapDeadEndpoints), then removes what vxsafe created and no longer
+// needs: endpoint interfaces left in the host namespace by endpoints that are not joined, and devices of
+// networks with no joined endpoint on this host (or unknown networks) that carry no upper device in any
+// namespace. It never touches a device without a vxsafe alias. It returns how many interfaces it removed.
 func (d *Driver) Sweep() int {
+	d.reapDeadEndpoints()
 	nets, eps, err := d.dp.Owned()
 	if err != nil {
 		d.log.WithError(err).Warn("sweep: listing vxsafe's interfaces")
