@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -64,6 +65,9 @@ func (f *fakeControl) set(netID string, eps ...RemoteEndpoint) {
 	f.mu.Unlock()
 }
 
+// deadGrace is the DeadEndpointGrace of startWith's drivers.
+var deadGrace = -1 * time.Nanosecond
+
 // startWith is startHarness with a control plane and a VTEP.
 func startWith(t *testing.T, host *nstest.NS, dir string, hooks *dataplane.Hooks, ctl Control, vtep string) *harness {
 	t.Helper()
@@ -78,7 +82,8 @@ func startWith(t *testing.T, host *nstest.NS, dir string, hooks *dataplane.Hooks
 	if err != nil {
 		t.Fatal(err)
 	}
-	drv, err := New(Config{Store: st, Dataplane: dp, VNIMin: 1048576, VNIMax: 1048676, Log: log, Control: ctl, VTEP: vtep})
+	drv, err := New(Config{Store: st, Dataplane: dp, VNIMin: 1048576, VNIMax: 1048676, Log: log, Control: ctl, VTEP: vtep,
+		DeadEndpointGrace: deadGrace})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -790,4 +795,95 @@ func TestRestartKeepsRemotePeers(t *testing.T) {
 		peers, _ := h2.dp.Peers(idx)
 		return len(peers) == 0
 	})
+}
+
+// TestDeadEndpointReaped: an endpoint whose container died without a Leave (dockerd crashed, or the host
+// rebooted, and dockerd removed the stale sandbox without telling the driver) is marked left and
+// withdrawn once its sandbox and its interface are both gone — and only then.
+func TestDeadEndpointReaped(t *testing.T) {
+	host := nstest.New(t, "vxhdrv")
+	ctl := newFakeControl()
+	h := startWith(t, host, t.TempDir(), &dataplane.Hooks{}, ctl, "192.0.2.1")
+	// A network ID of its own: the check looks for the endpoint's interface in every namespace.
+	nid := fmt.Sprintf("dead%060x", time.Now().UnixNano())
+	vni := h.createNetwork(nid, nil)
+	dev := netconfig.DeviceName(vni, nid)
+	sandbox := filepath.Join(t.TempDir(), "sandbox")
+	if err := os.WriteFile(sandbox, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.createEndpoint(nid, 1)
+	var jr network.JoinResponse
+	h.must("Join", network.JoinRequest{NetworkID: nid, EndpointID: epID(1), SandboxKey: sandbox}, &jr)
+	ctr := nstest.New(t, "vxhdead")
+	if err := host.NL.LinkSetNsFd(h.link(jr.InterfaceName.SrcName), int(ctr.Handle)); err != nil {
+		t.Fatal(err)
+	}
+	// A second endpoint whose sandbox key names nothing, but whose interface is still in the host
+	// namespace (libnetwork has not moved it yet): alive.
+	h.createEndpoint(nid, 2)
+	h.must("Join", network.JoinRequest{NetworkID: nid, EndpointID: epID(2), SandboxKey: "/nonexistent/vxh/sandbox"}, nil)
+	joined := func(i int) bool {
+		ep, _ := h.endpoint(nid, i)
+		return ep.Joined
+	}
+	published := func(i int) bool {
+		ctl.mu.Lock()
+		defer ctl.mu.Unlock()
+		_, ok := ctl.published[nid+"/"+epID(i)]
+		return ok
+	}
+	h.drv.Sweep()
+	if !joined(1) || !joined(2) || !published(1) || !published(2) {
+		t.Fatal("a live endpoint was reaped")
+	}
+	// Sandbox gone, interface still in the container: alive.
+	if err := os.Remove(sandbox); err != nil {
+		t.Fatal(err)
+	}
+	h.drv.Sweep()
+	if !joined(1) {
+		t.Fatal("endpoint reaped while its interface is still in its container")
+	}
+	// The container's namespace goes with its interface: dead.
+	if err := ctr.NL.LinkDel(mustLink(t, ctr.NL, jr.InterfaceName.SrcName)); err != nil {
+		t.Fatal(err)
+	}
+	h.drv.Sweep()
+	if joined(1) || published(1) {
+		t.Fatal("dead endpoint still joined or published")
+	}
+	if !joined(2) || !published(2) {
+		t.Fatal("the live endpoint was reaped with the dead one")
+	}
+	if !h.logHas(logrus.WarnLevel, "its sandbox", "gone", epID(1)[:12]) {
+		t.Fatal("the reap is not logged")
+	}
+	if h.link(dev) == nil {
+		t.Fatal("device removed while an endpoint is joined")
+	}
+	// dockerd may still send Leave and DeleteEndpoint for it later: both succeed.
+	h.leave(nid, 1)
+	h.leave(nid, 2)
+	h.wantLinks()
+}
+
+// TestDeadEndpointGrace: with the default grace, an endpoint that was just joined is never reaped, even
+// when no interface of it is visible (a container being started may hold it in a namespace no process
+// pins yet).
+func TestDeadEndpointGrace(t *testing.T) {
+	h := newHarness(t) // default DeadEndpointGrace
+	nid := fmt.Sprintf("grace%059x", time.Now().UnixNano())
+	h.createNetwork(nid, nil)
+	h.createEndpoint(nid, 1)
+	var jr network.JoinResponse
+	h.must("Join", network.JoinRequest{NetworkID: nid, EndpointID: epID(1), SandboxKey: "/nonexistent/vxh/sandbox"}, &jr)
+	if err := h.host.NL.LinkDel(h.link(jr.InterfaceName.SrcName)); err != nil {
+		t.Fatal(err)
+	}
+	h.drv.Sweep()
+	h.drv.Sweep()
+	if ep, _ := h.endpoint(nid, 1); !ep.Joined {
+		t.Fatal("an endpoint joined a moment ago was reaped")
+	}
 }
