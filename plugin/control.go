@@ -220,11 +220,16 @@ func (c *control) GossipStats() (members int, sent, received uint64) {
 func (c *control) maintain() {
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-t.C:
+	// The first round runs at once: a plugin restarted (disable/enable, upgrade) gets no DiscoverNew for
+	// the other nodes, and without remembered peers it would stay alone until the first tick while its
+	// peers' grace period for its endpoints runs out.
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
 		for _, m := range c.swarmManagers() {
 			c.AddSeed(m)
