@@ -5,7 +5,7 @@ package driver
 //
 //	go test -run '^$' -bench . -benchtime 1x ./driver/
 //
-// Every benchmark collects a fixed number of latency samples per run (VXSAFE_BENCH_SAMPLES, default 200)
+// Every benchmark collects a fixed number of latency samples per run (VXSAFE_BENCH_SAMPLES, default 400)
 // and reports percentiles as custom metrics; -benchtime 1x is enough. VXSAFE_BENCH_PLOT=FILE.png draws
 // Join latency against endpoint count from BenchmarkJoinLeave.
 
@@ -46,7 +46,7 @@ func benchSamples() int {
 	if n, err := strconv.Atoi(os.Getenv("VXSAFE_BENCH_SAMPLES")); err == nil && n > 0 {
 		return n
 	}
-	return 200
+	return 400
 }
 
 // benchEP is the ID of benchmark endpoint i: its first 10 characters (the interface name) are unique.
@@ -230,20 +230,30 @@ func (e *benchEnv) grow(n int) {
 	}
 }
 
-// measure runs samples full endpoint lives (indexes from 60000 up, beyond the background ones).
+// measure runs samples full endpoint lives.
 func (e *benchEnv) measure(samples int) []cycle {
 	e.tb.Helper()
-	out := make([]cycle, 0, samples)
-	for k := 0; k < samples+5; k++ {
-		i := 60000 + k%1000
-		var c cycle
-		c.create, c.join = e.attach(i)
-		c.leave, c.del = e.detach(i)
-		if k >= 5 { // the first few warm up connections and caches
-			out = append(out, c)
-		}
+	var out []cycle
+	for k := 0; k < samples; k++ {
+		out = append(out, e.measureOne(k)...)
 	}
 	return out
+}
+
+// measureOne runs the k-th full endpoint life (its index from 60000 up, beyond the background ones); the
+// first one only warms up connections and caches and is not returned.
+func (e *benchEnv) measureOne(k int) []cycle {
+	e.tb.Helper()
+	if k == 0 {
+		i := 60000 + 999
+		e.attach(i)
+		e.detach(i)
+	}
+	i := 60000 + k%999
+	var c cycle
+	c.create, c.join = e.attach(i)
+	c.leave, c.del = e.detach(i)
+	return []cycle{c}
 }
 
 // pct returns the p-th percentile (nearest rank) of ds, in milliseconds.
@@ -307,55 +317,66 @@ func tmpfsDir(tb testing.TB) string {
 
 // BenchmarkJoinLeave measures CreateEndpoint, Join, Leave and DeleteEndpoint of one container with 1, 100
 // and 1000 other endpoints joined on the host, with the state database on disk (as in production: the
-// plugin's state mount) and on tmpfs (no fsync cost).
+// plugin's state mount) and on tmpfs (no fsync cost). The six cases are six drivers, each on a host
+// namespace of its own, alive together; their samples are taken in turn, so that load from elsewhere on
+// the machine (and its drift) hits every case alike.
 func BenchmarkJoinLeave(b *testing.B) {
-	var rows []latencyRow
+	type bcase struct {
+		state string
+		n     int
+		e     *benchEnv
+		cs    []cycle
+	}
+	var cases []*bcase
 	for _, state := range []string{"disk", "tmpfs"} {
-		b.Run("state="+state, func(b *testing.B) {
+		for _, n := range benchSizes {
 			dir := ""
 			if state == "tmpfs" {
 				dir = tmpfsDir(b)
 			}
-			e := newBenchEnv(b, dir)
-			e.createNetwork()
-			for _, n := range benchSizes {
-				b.Run(fmt.Sprintf("endpoints=%d", n), func(b *testing.B) {
-					e.tb = b
-					e.grow(n)
-					var cs []cycle
-					for i := 0; i < b.N; i++ {
-						cs = append(cs, e.measure(benchSamples())...)
-					}
-					r := rowOf(state, n, cs)
-					rows = append(rows, r)
-					b.ReportMetric(0, "ns/op")
-					b.ReportMetric(r.JoinP50, "join-p50-ms")
-					b.ReportMetric(r.JoinP99, "join-p99-ms")
-					b.ReportMetric(r.LeaveP50, "leave-p50-ms")
-					b.ReportMetric(r.LeaveP99, "leave-p99-ms")
-					b.ReportMetric(r.CreateP50, "create-p50-ms")
-					b.ReportMetric(r.DeleteP50, "delete-p50-ms")
-				})
+			c := &bcase{state: state, n: n, e: newBenchEnv(b, dir)}
+			c.e.createNetwork()
+			c.e.grow(n)
+			cases = append(cases, c)
+		}
+	}
+	for i := 0; i < b.N; i++ {
+		for k := 0; k < benchSamples(); k++ {
+			for _, c := range cases {
+				c.cs = append(c.cs, c.e.measureOne(k)...)
 			}
-			e.tb = b
+		}
+	}
+	var rows []latencyRow
+	for _, c := range cases {
+		r := rowOf(c.state, c.n, c.cs)
+		rows = append(rows, r)
+		b.Run(fmt.Sprintf("state=%s/endpoints=%d", c.state, c.n), func(b *testing.B) {
+			b.ReportMetric(0, "ns/op")
+			b.ReportMetric(r.JoinP50, "join-p50-ms")
+			b.ReportMetric(r.JoinP99, "join-p99-ms")
+			b.ReportMetric(r.LeaveP50, "leave-p50-ms")
+			b.ReportMetric(r.LeaveP99, "leave-p99-ms")
+			b.ReportMetric(r.CreateP50, "create-p50-ms")
+			b.ReportMetric(r.DeleteP50, "delete-p50-ms")
 		})
 	}
-	if len(rows) == 0 {
-		return
+	fmt.Printf("BenchmarkJoinLeave: handler latency in ms (p50 / p99 / max), %d samples each, state database on disk or tmpfs:\n", len(cases[0].cs))
+	fmt.Printf("  %-6s %9s %24s %24s %24s %24s\n", "state", "endpoints", "CreateEndpoint", "Join", "Leave", "DeleteEndpoint")
+	for _, c := range cases {
+		f := func(g func(cycle) time.Duration) string {
+			ds := field(c.cs, g)
+			return fmt.Sprintf("%6.2f / %6.2f / %6.2f", pct(ds, 50), pct(ds, 99), pct(ds, 100))
+		}
+		fmt.Printf("  %-6s %9d %24s %24s %24s %24s\n", c.state, c.n, f(func(c cycle) time.Duration { return c.create }),
+			f(func(c cycle) time.Duration { return c.join }), f(func(c cycle) time.Duration { return c.leave }),
+			f(func(c cycle) time.Duration { return c.del }))
 	}
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "handler latency in ms (p50 / p99), %d samples each, state database on disk or tmpfs:\n", benchSamples())
-	fmt.Fprintf(&sb, "%-6s %9s %15s %15s %15s %15s\n", "state", "endpoints", "CreateEndpoint", "Join", "Leave", "DeleteEndpoint")
-	for _, r := range rows {
-		fmt.Fprintf(&sb, "%-6s %9d %6.2f / %6.2f %6.2f / %6.2f %6.2f / %6.2f %6.2f / %6.2f\n", r.State, r.Endpoints,
-			r.CreateP50, r.CreateP99, r.JoinP50, r.JoinP99, r.LeaveP50, r.LeaveP99, r.DeleteP50, r.DeleteP99)
-	}
-	b.Log("\n" + sb.String())
 	if path := os.Getenv("VXSAFE_BENCH_PLOT"); path != "" {
 		if err := writeJoinPlot(path, rows); err != nil {
 			b.Error(err)
 		} else {
-			b.Logf("Join latency plot written to %s", path)
+			fmt.Printf("BenchmarkJoinLeave: Join latency plot written to %s\n", path)
 		}
 	}
 }
@@ -503,4 +524,74 @@ func rssOf(pid int) (uint64, error) {
 		}
 	}
 	return 0, errors.New("no VmRSS in /proc/" + strconv.Itoa(pid) + "/status")
+}
+
+// BenchmarkJoinSteps breaks the Join path down into its steps, called directly as Join calls them with
+// 1000 endpoints on the host: reading the endpoint record, writing it (bbolt, fsync), checking the
+// network's device, creating the macvlan (link add, lookup, alias), and for comparison DeleteEndpoint's
+// kernel step (macvlan delete). This is where Join's time goes.
+func BenchmarkJoinSteps(b *testing.B) {
+	e := newBenchEnv(b, "")
+	e.createNetwork()
+	e.grow(1000)
+	ns := e.drv.networks[benchNet]
+	steps := map[string][]time.Duration{}
+	order := []string{"store.GetEndpoint", "store.PutEndpoint", "dataplane.VXLANIndex", "dataplane.CreateEndpointIf", "move there and back (libnetwork)", "dataplane.DeleteEndpointIf"}
+	for i := 0; i < b.N; i++ {
+		for k := 0; k < benchSamples(); k++ {
+			id := 60000 + k
+			ip, _, _ := net.ParseCIDR(benchIP(id))
+			rec := store.EndpointRecord{NetworkID: benchNet, EndpointID: benchEP(id), IP: benchIP(id),
+				MAC: netconfig.MACFromIP(ip).String(), IfName: netconfig.EndpointIfName(benchEP(id))}
+			if err := e.st.PutEndpoint(rec); err != nil {
+				b.Fatal(err)
+			}
+			step := func(name string, f func() error) {
+				t0 := time.Now()
+				if err := f(); err != nil {
+					b.Fatalf("%s: %v", name, err)
+				}
+				steps[name] = append(steps[name], time.Since(t0))
+			}
+			step("store.GetEndpoint", func() error { _, _, err := e.st.GetEndpoint(benchNet, rec.EndpointID); return err })
+			rec.Joined = true
+			step("store.PutEndpoint", func() error { return e.st.PutEndpoint(rec) })
+			step("dataplane.VXLANIndex", func() error {
+				if _, ok := e.dp.VXLANIndex(ns.spec); !ok {
+					return errors.New("no device")
+				}
+				return nil
+			})
+			step("dataplane.CreateEndpointIf", func() error {
+				_, err := e.dp.CreateEndpointIf(dataplane.EndpointSpec{NetworkID: benchNet, EndpointID: rec.EndpointID, Name: rec.IfName,
+					ParentIndex: ns.vxIndex, MAC: netconfig.MACFromIP(ip), MTU: ns.spec.MTU})
+				return err
+			})
+			step("move there and back (libnetwork)", func() error {
+				l, err := e.host.NL.LinkByName(rec.IfName)
+				if err == nil {
+					err = e.host.NL.LinkSetNsFd(l, int(e.sink.Handle))
+				}
+				if err == nil {
+					l, err = e.sink.NL.LinkByName(rec.IfName)
+				}
+				if err == nil {
+					err = e.sink.NL.LinkSetNsFd(l, int(e.host.Handle))
+				}
+				return err
+			})
+			step("dataplane.DeleteEndpointIf", func() error { return e.dp.DeleteEndpointIf(benchNet, rec.EndpointID, rec.IfName) })
+			if err := e.st.DeleteEndpoint(benchNet, rec.EndpointID); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(0, "ns/op")
+	fmt.Printf("BenchmarkJoinSteps: Join's steps at 1000 endpoints, ms (p50 / p99 / max), state on disk:\n")
+	for _, name := range order {
+		ds := steps[name]
+		fmt.Printf("  %-34s %6.3f / %6.3f / %6.3f\n", name, pct(ds, 50), pct(ds, 99), pct(ds, 100))
+	}
+	b.ReportMetric(pct(steps["store.PutEndpoint"], 99), "put-p99-ms")
+	b.ReportMetric(pct(steps["dataplane.CreateEndpointIf"], 99), "macvlan-p99-ms")
 }

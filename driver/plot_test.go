@@ -183,9 +183,9 @@ func joinSeries(rows []latencyRow) []plotSeries {
 	for _, st := range []struct {
 		state, name string
 		col         color.RGBA
-	}{{"disk", "state on disk", blue}, {"tmpfs", "state on tmpfs (no fsync)", green}} {
-		p50 := plotSeries{label: "Join p50, " + st.name, col: st.col}
-		p99 := plotSeries{label: "Join p99, " + st.name, col: st.col, dash: 8}
+	}{{"disk", "state on disk (fsync)", blue}, {"tmpfs", "state on tmpfs (no fsync)", green}} {
+		p50 := plotSeries{label: "p50, " + st.name, col: st.col}
+		p99 := plotSeries{label: "p99, " + st.name, col: st.col, dash: 8}
 		for _, r := range rows {
 			if r.State == st.state {
 				p50.points = append(p50.points, [2]float64{float64(r.Endpoints), r.JoinP50})
@@ -201,8 +201,8 @@ func joinSeries(rows []latencyRow) []plotSeries {
 
 // drawJoinPlot renders Join p50 and p99 against endpoints on the host (log scale) with the 10 ms target.
 func drawJoinPlot(rows []latencyRow, subtitle string) *image.RGBA {
-	const W, H = 960, 600
-	const left, right, top, bottom = 90, 40, 90, 90
+	const W, H = 960, 640
+	const left, right, top, bottom = 90, 40, 90, 150
 	c := newCanvas(W, H)
 	black, grey, red := color.RGBA{30, 30, 30, 255}, color.RGBA{225, 225, 225, 255}, color.RGBA{200, 40, 40, 255}
 	series := joinSeries(rows)
@@ -271,24 +271,19 @@ func drawJoinPlot(rows []latencyRow, subtitle string) *image.RGBA {
 				lx = x - 10 - textWidth(l, 2)
 			}
 			ly := y - 22
-			if k >= 2 && s.dash == 0 {
-				ly = y + 8
+			if k >= 2 && s.dash == 0 { // tmpfs p50 below its line, but above the x axis
+				ly = min(y+8, H-bottom-18)
 			}
 			c.text(lx, ly, l, 2, s.col)
 		}
 	}
-	// Legend.
-	lx, ly := left+20, top+12
-	wmax := 0
-	for _, s := range series {
-		wmax = max(wmax, textWidth(s.label, 2))
-	}
-	c.fillRect(lx-8, ly-8, lx+60+wmax+8, ly+len(series)*24+2, color.RGBA{250, 250, 250, 255})
+	// Legend, below the x axis label: two columns.
 	for i, s := range series {
-		y := ly + i*24 + 6
-		c.line(lx, y, lx+44, y, 3, s.dash, s.col)
-		c.dot(lx+22, y, 9, s.col)
-		c.text(lx+56, y-7, s.label, 2, black)
+		x := left + 10 + (i/2)*((W-left-right)/2)
+		y := H - bottom + 80 + (i%2)*26
+		c.line(x, y, x+44, y, 3, s.dash, s.col)
+		c.dot(x+22, y, 9, s.col)
+		c.text(x+56, y-7, s.label, 2, black)
 	}
 	return c.img
 }
@@ -332,12 +327,12 @@ func TestJoinPlot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b := img.Bounds(); b.Dx() != 960 || b.Dy() != 600 {
+	if b := img.Bounds(); b.Dx() != 960 || b.Dy() != 640 {
 		t.Fatalf("size %v", b)
 	}
 	// Each series' colour and the target line's are drawn.
 	want := map[color.RGBA]int{{31, 90, 180, 255}: 0, {40, 150, 70, 255}: 0, {200, 40, 40, 255}: 0}
-	for y := 0; y < 600; y++ {
+	for y := 0; y < 640; y++ {
 		for x := 0; x < 960; x++ {
 			r, g, b, a := img.At(x, y).RGBA()
 			p := color.RGBA{uint8(r >> 8), uint8(g >> 8), uint8(b >> 8), uint8(a >> 8)}
@@ -354,7 +349,7 @@ func TestJoinPlot(t *testing.T) {
 	// Every character of the labels has a glyph.
 	for _, s := range []string{"Join latency against endpoints on the host", "vxsafe/overlay, 200 Joins per point, real kernel; p99 dashed",
 		"endpoints joined on the host (log scale)", "milliseconds", "target: p99 < 10 ms",
-		"Join p50, state on tmpfs (no fsync)", "0123456789."} {
+		"p99, state on tmpfs (no fsync)", "0123456789."} {
 		for _, r := range s {
 			if _, ok := glyphs[r]; !ok {
 				t.Errorf("no glyph for %q in %q", r, s)
