@@ -26,16 +26,44 @@ type Namespace struct {
 }
 
 // Namespaces lists every network namespace visible through ProcRoot: those pinned by a bind mount (as
-// docker's sandboxes and `ip netns` are) and those of running processes. The host namespace comes first.
+// docker's sandboxes and `ip netns` are) in PID 1's, this process's or any other process's mount namespace,
+// and those of running processes. The host namespace comes first.
 func (m *Manager) Namespaces() []Namespace {
 	out := []Namespace{{Path: "", Ino: m.nsIno, Desc: "host namespace", Host: true}}
 	seen := map[uint64]bool{m.nsIno: true}
+	ents, _ := os.ReadDir(m.procRoot)
+	var pids []int
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	sort.Ints(pids)
 	// Bind-mounted namespaces, as PID 1 sees them (the plugin has a mount namespace of its own, so its own
 	// view lacks the host's /run/netns and docker's sandboxes), then as this process sees them.
-	for _, src := range []struct{ mountinfo, root string }{
+	type mountSource struct{ mountinfo, root string }
+	sources := []mountSource{
 		{filepath.Join(m.procRoot, "1", "mountinfo"), filepath.Join(m.procRoot, "1", "root")},
 		{filepath.Join(m.procRoot, "self", "mountinfo"), "/"},
-	} {
+	}
+	// dockerd need not share PID 1's mount namespace (an init of its own, a daemon started in another
+	// mount namespace): look through every other process's mount namespace too, once per namespace.
+	seenMnt := map[uint64]bool{}
+	for _, dir := range []string{filepath.Join(m.procRoot, "1"), filepath.Join(m.procRoot, "self")} {
+		if ino, err := nsInode(filepath.Join(dir, "ns", "mnt")); err == nil {
+			seenMnt[ino] = true
+		}
+	}
+	for _, pid := range pids {
+		dir := filepath.Join(m.procRoot, strconv.Itoa(pid))
+		ino, err := nsInode(filepath.Join(dir, "ns", "mnt"))
+		if err != nil || seenMnt[ino] {
+			continue
+		}
+		seenMnt[ino] = true
+		sources = append(sources, mountSource{filepath.Join(dir, "mountinfo"), filepath.Join(dir, "root")})
+	}
+	for _, src := range sources {
 		for _, mnt := range nsfsMounts(src.mountinfo) {
 			p := filepath.Join(src.root, mnt)
 			ino, err := nsInode(p)
@@ -46,14 +74,6 @@ func (m *Manager) Namespaces() []Namespace {
 			out = append(out, Namespace{Path: p, Ino: ino, Desc: "netns mounted at " + mnt, Mount: mnt})
 		}
 	}
-	ents, _ := os.ReadDir(m.procRoot)
-	var pids []int
-	for _, e := range ents {
-		if pid, err := strconv.Atoi(e.Name()); err == nil {
-			pids = append(pids, pid)
-		}
-	}
-	sort.Ints(pids)
 	for _, pid := range pids {
 		p := filepath.Join(m.procRoot, strconv.Itoa(pid), "ns", "net")
 		ino, err := nsInode(p)
