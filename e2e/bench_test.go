@@ -32,7 +32,8 @@ import (
 //
 // It runs only with VXSAFE_BENCH=1 (`make bench`). VXSAFE_BENCH_RUNS sets the attach samples per network
 // (default 20), VXSAFE_BENCH_ROUNDS the throughput rounds (default 4), VXSAFE_BENCH_STRICT=1 fails the test
-// when a target is missed, VXSAFE_BENCH_OUT=FILE also writes the summary to FILE.
+// when a target is missed, VXSAFE_BENCH_OUT=FILE also writes the summary to FILE, VXSAFE_BENCH_PERF=DIR
+// records perf profiles of the first throughput round into DIR and logs their top symbols.
 func TestBenchmarkSwarm(t *testing.T) {
 	if os.Getenv("VXSAFE_BENCH") != "1" {
 		t.Skip("benchmark: set VXSAFE_BENCH=1 (make bench)")
@@ -237,6 +238,9 @@ func (b *swarmBench) throughput(rounds int) {
 		}
 		return conn.Close()
 	})
+	if os.Getenv("VXSAFE_BENCH_PERF") != "" {
+		b.logOffloads()
+	}
 	paths := []string{"underlay", "ovl", "vxs"}
 	run := func(path string, args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -252,6 +256,7 @@ func (b *swarmBench) throughput(rounds int) {
 			for _, streams := range []int{1, 4} {
 				var out string
 				var err error
+				prof := b.startProfile(path, streams, round)
 				// The server may still be busy with the last test, or (containers) not listening yet.
 				for attempt := 0; attempt < 5; attempt++ {
 					out, err = run(path, "iperf3", "-c", targets[path], "-t", "5", "-P", strconv.Itoa(streams), "-J")
@@ -260,6 +265,7 @@ func (b *swarmBench) throughput(rounds int) {
 					}
 					time.Sleep(time.Second)
 				}
+				prof()
 				var res iperfResult
 				if jerr := json.Unmarshal([]byte(jsonPart(out)), &res); jerr != nil || res.Error != "" || err != nil {
 					t.Fatalf("iperf3 %s, %d streams: %v %s %v\n%s", path, streams, err, res.Error, jerr, out)
@@ -287,6 +293,84 @@ func (b *swarmBench) throughput(rounds int) {
 			r.rtt[path] = append(r.rtt[path], avg)
 		}
 	}
+}
+
+// startProfile, with VXSAFE_BENCH_PERF=DIR, records a system-wide perf profile (cpu-clock, call graphs)
+// of 4 s in the middle of the first round's runs, and the returned func waits for it and logs where the
+// kernel spends its cycles (symbols above 1%). Without it, it does nothing.
+func (b *swarmBench) startProfile(path string, streams, round int) func() {
+	dir := os.Getenv("VXSAFE_BENCH_PERF")
+	if dir == "" || round != 0 {
+		return func() {}
+	}
+	data := filepath.Join(dir, fmt.Sprintf("perf-%s-%d.data", path, streams))
+	cmd := exec.Command("perf", "record", "-a", "-g", "-F", "1999", "-o", data, "--", "sleep", "4")
+	done := make(chan []byte, 1)
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			out = append(out, []byte(err.Error())...)
+		}
+		done <- out
+	}()
+	return func() {
+		if out := <-done; cmd.ProcessState == nil || !cmd.ProcessState.Success() {
+			b.t.Logf("perf record for %s: %s", path, out)
+			return
+		}
+		rep, err := exec.Command("perf", "report", "-i", data, "--stdio", "--no-children", "-g", "none",
+			"--sort", "sym", "--percent-limit", "1").CombinedOutput()
+		if err != nil {
+			b.t.Logf("perf report for %s: %v", path, err)
+			return
+		}
+		var lines []string
+		for _, l := range strings.Split(string(rep), "\n") {
+			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+				lines = append(lines, "    "+l)
+			}
+		}
+		b.t.Logf("PERF %s, %d stream(s): symbols above 1%% of all samples (%s):\n%s", path, streams, data, strings.Join(lines, "\n"))
+	}
+}
+
+// logOffloads logs the offload features that are on for eth0 in the client containers and the nodes'
+// eth0, and where the overlay and vxsafe features differ.
+func (b *swarmBench) logOffloads() {
+	feats := func(nsPath string) map[string]bool {
+		out, err := exec.Command("nsenter", "--net="+nsPath, "--", "ethtool", "-k", "eth0").CombinedOutput()
+		if err != nil {
+			b.t.Logf("ethtool -k in %s: %v %s", nsPath, err, out)
+			return nil
+		}
+		on := map[string]bool{}
+		for _, l := range strings.Split(string(out), "\n") {
+			if k, v, ok := strings.Cut(strings.TrimSpace(l), ": "); ok && strings.HasPrefix(v, "on") {
+				on[k] = true
+			}
+		}
+		return on
+	}
+	all := map[string]map[string]bool{"node n2": feats(b.n2.NetnsPath())}
+	for _, net := range []string{"ovl", "vxs"} {
+		pid := docker(b.t, b.n2, "inspect", "-f", "{{.State.Pid}}", "cli-"+net)
+		all[net] = feats("/proc/" + pid + "/ns/net")
+	}
+	var diff []string
+	for k := range all["ovl"] {
+		if !all["vxs"][k] {
+			diff = append(diff, "only overlay: "+k)
+		}
+	}
+	for k := range all["vxs"] {
+		if !all["ovl"][k] {
+			diff = append(diff, "only vxsafe: "+k)
+		}
+	}
+	sort.Strings(diff)
+	b.t.Logf("OFFLOADS container eth0: overlay %d features on, vxsafe %d, node eth0 %d; differences: %s",
+		len(all["ovl"]), len(all["vxs"]), len(all["node n2"]), strings.Join(diff, ", "))
 }
 
 // jsonPart trims anything around iperf3's JSON object (the docker CLI may add nothing, nsenter nothing;
