@@ -1,0 +1,510 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vxsafe/overlay/e2e/cluster"
+)
+
+// gossipKey is the GOSSIP_KEY of the hardening clusters (16 bytes, hex).
+const gossipKey = "6b657920666f722076787361666521aa"
+
+// maxRestartGap is the largest interruption of a running container's cross-host traffic the issue
+// allows while the plugin restarts.
+const maxRestartGap = 2 * time.Second
+
+// TestHardeningRestarts: on a two-node swarm with containers on both nodes, each way the plugin goes
+// away and comes back — kill -9 of its process, `docker plugin disable -f` + `enable`, `docker plugin
+// upgrade` to a new build, dockerd restarted and crashed, and a "reboot" that deletes every kernel object
+// of the plugin — keeps (or restores) cross-host connectivity, lets new containers join afterwards and
+// keeps the state (networks, endpoints, allocations, peers). The largest gap of a continuous ping across
+// the hosts is measured for each plugin restart.
+func TestHardeningRestarts(t *testing.T) {
+	c := startCluster(t, cluster.Options{Prefix: "vxh", Nodes: 2})
+	installVxsafe(t, c, map[string]string{"METRICS_ADDR": metricsAddr, "GOSSIP_KEY": gossipKey})
+	n1, n2 := c.Node(1), c.Node(2)
+	img := c.Image()
+	docker(t, n1, "network", "create", "-d", pluginName, "--attachable", "--subnet", "10.0.20.0/24", "hr")
+	netID, vni := networkVNI(t, n1, "hr")
+	dev := vxName(vni, netID)
+	run := func(n *cluster.Node, name string, extra ...string) {
+		t.Helper()
+		args := append([]string{"run", "-d", "--name", name, "--stop-timeout", "1", "--network", "hr"}, extra...)
+		docker(t, n, append(args, img, "sleep", "86400")...)
+	}
+	run(n1, "c1", "--restart", "always")
+	run(n2, "c2", "--restart", "always")
+	ip1, ip2 := containerIP(t, n1, "c1", "hr"), containerIP(t, n2, "c2", "hr")
+	poll(t, 20*time.Second, "c1 reaches c2", func() error { return pingOnce(n1, "c1", ip2) })
+
+	// The state must be intact after each restart: the network and its VNI, the joined endpoints (as the
+	// restarted plugin reports them), and the peers programmed on both hosts.
+	checkState := func(t *testing.T, what string) {
+		t.Helper()
+		if id, v := networkVNI(t, n1, "hr"); id != netID || v != vni {
+			t.Fatalf("%s: network hr is now %s VNI %d, was %s VNI %d", what, id, v, netID, vni)
+		}
+		mac1, mac2 := containerMAC(t, n1, "c1", "hr"), containerMAC(t, n2, "c2", "hr")
+		for _, x := range []struct {
+			n         *cluster.Node
+			mac, vtep string
+		}{{n1, mac2, n2.Addr}, {n2, mac1, n1.Addr}} {
+			poll(t, 15*time.Second, fmt.Sprintf("%s: FDB entry %s -> %s on %s", what, x.mac, x.vtep, x.n.Name), func() error {
+				fdb, err := fdbEntries(x.n, dev)
+				if err != nil {
+					return err
+				}
+				if fdb[x.mac] != x.vtep {
+					return fmt.Errorf("FDB of %s: %v", dev, fdb)
+				}
+				return nil
+			})
+		}
+		for _, n := range []*cluster.Node{n1, n2} {
+			ctrs := strings.Fields(docker(t, n, "ps", "-q", "--filter", "network=hr"))
+			// After a dockerd crash the old endpoint is reaped by a sweep once it is provably dead
+			// (DeadEndpointGrace, 30 s after its join).
+			took := poll(t, 75*time.Second, fmt.Sprintf("%s: %s's plugin reports its %d endpoints", what, n.Name, len(ctrs)), func() error {
+				fams, err := scrapeNode(n)
+				if err != nil {
+					return err
+				}
+				nets, _ := metricValue(fams, "vxsafe_networks", nil)
+				eps, _ := metricValue(fams, "vxsafe_endpoints", nil)
+				if nets < 1 || int(eps) != len(ctrs) {
+					return fmt.Errorf("vxsafe_networks %v, vxsafe_endpoints %v", nets, eps)
+				}
+				return nil
+			})
+			if took > 5*time.Second {
+				t.Logf("%s: %s's endpoint count right after %.1fs", what, n.Name, took.Seconds())
+			}
+			if left, _ := linksWithPrefix(n, "vxe-"); len(left) > 0 {
+				t.Fatalf("%s: endpoint interfaces left in %s's namespace: %v", what, n.Name, left)
+			}
+		}
+	}
+	// A new container can join on the node whose plugin restarted, and is reached from the other.
+	newJoins := func(t *testing.T, name string) {
+		t.Helper()
+		began := time.Now()
+		run(n2, name)
+		ip := containerIP(t, n2, name, "hr")
+		took := poll(t, 20*time.Second, name+" reached from c1", func() error { return pingOnce(n1, "c1", ip) })
+		t.Logf("RESTART new container %s on n2 started and reachable from n1 in %.2fs (reachable %.2fs after start)",
+			name, time.Since(began).Seconds(), took.Seconds())
+		docker(t, n2, "rm", "-f", name)
+	}
+	measure := func(t *testing.T, kind string, act func(t *testing.T)) {
+		t.Helper()
+		p := startPing(t, n1, "c1", ip2)
+		began := time.Now()
+		act(t)
+		t.Logf("RESTART %s: plugin back after %.2fs", kind, time.Since(began).Seconds())
+		checkState(t, kind)
+		newJoins(t, "new-"+strings.NewReplacer(" ", "", "-", "", "+", "").Replace(kind))
+		gap, rx, tx := p.stop(t)
+		t.Logf("RESTART %s: largest ping gap c1 (n1) -> c2 (n2): %s (%d of %d replies)", kind, gap, rx, tx)
+		if gap > maxRestartGap {
+			t.Errorf("%s: cross-host traffic interrupted for %s (limit %s)", kind, gap, maxRestartGap)
+		}
+	}
+
+	t.Run("state file mode", func(t *testing.T) {
+		for _, n := range c.Nodes() {
+			st, err := os.Stat(n.StateDir() + "/vxsafe.db")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Mode().Perm() != 0o600 {
+				t.Errorf("node %s: state file mode %v, want 0600", n.Name, st.Mode().Perm())
+			}
+		}
+	})
+
+	t.Run("gossip key and forged records", func(t *testing.T) {
+		// A host on the underlay that is not part of the cluster runs a gossip agent (the test binary, in
+		// n2's network namespace, on another port). Without the key, or with a wrong one, it cannot join.
+		for _, key := range []string{"", "00000000000000000000000000000000"} {
+			r := startRogue(t, n2, rogueSpec{Target: n1.Addr + ":7947", Key: key})
+			if r.joined != 0 {
+				t.Errorf("rogue agent with key %q joined the cluster: %s", key, r.line)
+			}
+			r.stop(t)
+			t.Logf("GOSSIP rogue with key %q: %s", key, r.line)
+		}
+		fams, err := scrapeNode(n1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m, _ := metricValue(fams, "vxsafe_gossip_members", nil); m != 2 {
+			t.Errorf("n1 has %v gossip members after the rogue attempts, want 2", m)
+		}
+		// With the key (a compromised node), a forged record claiming c1's address: n1, where c1 is,
+		// refuses it, and c2 still reaches c1.
+		offset := len(n1.Log())
+		const fakeMAC = "02:42:66:66:66:66"
+		r := startRogue(t, n2, rogueSpec{Target: n1.Addr + ":7947", Key: gossipKey, Network: netID, IP: ip1, MAC: fakeMAC})
+		if r.joined == 0 {
+			t.Fatalf("rogue agent with the key did not join: %s", r.line)
+		}
+		poll(t, 15*time.Second, "n1 refuses the forged record", func() error {
+			if line := logLine(pluginLogSince(n1, offset), "ignoring remote endpoint", ip1, "belongs to an endpoint on this host"); line == "" {
+				return fmt.Errorf("no refusal logged yet")
+			}
+			return nil
+		})
+		t.Logf("GOSSIP forged record: %s", logLine(pluginLogSince(n1, offset), "ignoring remote endpoint"))
+		fdb, err := fdbEntries(n1, dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := fdb[fakeMAC]; ok {
+			t.Errorf("forged FDB entry %s programmed on n1: %v", fakeMAC, fdb)
+		}
+		if err := pingOnce(n2, "c2", ip1); err != nil {
+			t.Errorf("c2 -> c1 after the forged record: %v", err)
+		}
+		r.stop(t)
+	})
+
+	t.Run("kill -9", func(t *testing.T) {
+		measure(t, "kill -9", func(t *testing.T) {
+			pid, err := pluginPID(ctxT(t, time.Minute), n2, pluginName)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := killPID(pid); err != nil {
+				t.Fatal(err)
+			}
+			waitPluginPID(t, n2, pid, 30*time.Second)
+		})
+	})
+
+	t.Run("disable -f and enable", func(t *testing.T) {
+		measure(t, "disable -f + enable", func(t *testing.T) {
+			docker(t, n2, "plugin", "disable", "-f", pluginName)
+			docker(t, n2, "plugin", "enable", pluginName)
+		})
+	})
+
+	t.Run("upgrade", func(t *testing.T) {
+		// `docker plugin upgrade` takes the new version from a registry only: serve one on n2's loopback,
+		// push the new build to it, and upgrade from there.
+		next := copyBundle(t, pluginBundle(t), "e2e-next")
+		reg := newRegistry()
+		l, err := listenIn(n2.NetnsPath(), "127.0.0.1:5000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: reg, ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(l)
+		t.Cleanup(func() { srv.Close() })
+		const ref = "localhost:5000/vxsafe/overlay:next"
+		docker(t, n2, "plugin", "create", ref, next)
+		docker(t, n2, "plugin", "push", ref)
+		docker(t, n2, "plugin", "rm", ref)
+		offset := len(n2.Log())
+		const settings = "{{json .Settings.Env}} {{range .Settings.Mounts}}{{.Name}}={{.Source}} {{end}}"
+		before := docker(t, n2, "plugin", "inspect", "-f", settings, pluginName)
+		measure(t, "upgrade", func(t *testing.T) {
+			docker(t, n2, "plugin", "disable", "-f", pluginName)
+			docker(t, n2, "plugin", "upgrade", "--grant-all-permissions", "--skip-remote-check", pluginName, ref)
+			// The upgrade takes the mounts' sources from the new config.json: set them again (the env
+			// settings survive), before the plugin starts on a state directory of the wrong place.
+			after := docker(t, n2, "plugin", "inspect", "-f", settings, pluginName)
+			t.Logf("settings before the upgrade: %s", before)
+			t.Logf("settings after the upgrade:  %s", after)
+			docker(t, n2, "plugin", "set", pluginName, cluster.StateMount+".source="+n2.StateDir(), cluster.DockerSocketMount+".source="+n2.Socket)
+			docker(t, n2, "plugin", "enable", pluginName)
+		})
+		if got := docker(t, n2, "plugin", "inspect", "-f", "{{.PluginReference}}", pluginName); got != ref {
+			t.Errorf("plugin reference after the upgrade: %q, want %q", got, ref)
+		}
+		env := docker(t, n2, "plugin", "inspect", "-f", "{{.Settings.Env}}", pluginName)
+		for _, want := range []string{"METRICS_ADDR=" + metricsAddr, "GOSSIP_KEY=" + gossipKey} {
+			if !strings.Contains(env, want) {
+				t.Errorf("setting %s lost in the upgrade: %s", want, env)
+			}
+		}
+		if line := logLine(pluginLogSince(n2, offset), "vxsafe starting", "version=e2e-next"); line == "" {
+			t.Errorf("the upgraded plugin did not start with the new build; plugin log:\n%s", pluginLogSince(n2, offset))
+		}
+	})
+
+	t.Run("reinstall", func(t *testing.T) {
+		// Without a registry: remove the plugin and create it again from the new build (what `make
+		// plugin` does); the state directory on the host carries the networks over.
+		next := copyBundle(t, pluginBundle(t), "e2e-reinstall")
+		offset := len(n2.Log())
+		measure(t, "reinstall", func(t *testing.T) {
+			docker(t, n2, "plugin", "disable", "-f", pluginName)
+			docker(t, n2, "plugin", "rm", "-f", pluginName)
+			docker(t, n2, "plugin", "create", pluginName, next)
+			docker(t, n2, "plugin", "set", pluginName, cluster.StateMount+".source="+n2.StateDir(), cluster.DockerSocketMount+".source="+n2.Socket,
+				"LOG_LEVEL=debug", "SWEEP_INTERVAL=5s", "METRICS_ADDR="+metricsAddr, "GOSSIP_KEY="+gossipKey)
+			docker(t, n2, "plugin", "enable", pluginName)
+		})
+		if line := logLine(pluginLogSince(n2, offset), "vxsafe starting", "version=e2e-reinstall"); line == "" {
+			t.Errorf("the reinstalled plugin did not start with the new build")
+		}
+	})
+
+	// dockerd restarts (live-restore off: swarm mode refuses --live-restore). The containers stop with
+	// dockerd and come back with their restart policy; the plugin, restarted with dockerd, reconciles.
+	daemonRestart := func(t *testing.T, kind string, restart func(t *testing.T)) {
+		offset := len(n2.Log())
+		began := time.Now()
+		restart(t)
+		if err := c.WaitNodesReady(ctxT(t, 2*time.Minute), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		var ip string
+		took := poll(t, 90*time.Second, "c2 back and reached from c1", func() error {
+			out, err := n2.Docker(context.Background(), "inspect", "-f", `{{.State.Running}} {{(index .NetworkSettings.Networks "hr").IPAddress}}`, "c2")
+			if err != nil {
+				return err
+			}
+			f := strings.Fields(out)
+			if len(f) != 2 || f[0] != "true" {
+				return fmt.Errorf("c2: %q", out)
+			}
+			ip = f[1]
+			return pingOnce(n1, "c1", ip)
+		})
+		t.Logf("RESTART %s: c2 running and reached from n1 %.2fs after the restart began (%.2fs after the node was ready)",
+			kind, time.Since(began).Seconds(), took.Seconds())
+		ip2 = ip
+		checkState(t, kind)
+		log := pluginLogSince(n2, offset)
+		if line := logLine(log, "reconciled state with the kernel"); line == "" {
+			t.Errorf("%s: no reconcile in the plugin log", kind)
+		} else {
+			t.Logf("%s: %s", kind, line)
+		}
+		if kind == "dockerd crash" {
+			// The old c2's endpoint: dockerd removed its stale sandbox without a Leave.
+			if line := logLine(log, "marked left and withdrawn"); line == "" {
+				t.Errorf("%s: the dead endpoint of the old c2 was not reaped (or not logged)", kind)
+			} else {
+				t.Logf("%s: %s", kind, line)
+			}
+		}
+		newJoins(t, "new-"+strings.ReplaceAll(kind, " ", ""))
+		if err := pingOnce(n2, "c2", ip1); err != nil {
+			t.Errorf("%s: c2 -> c1: %v", kind, err)
+		}
+	}
+	t.Run("dockerd restart", func(t *testing.T) {
+		daemonRestart(t, "dockerd restart", func(t *testing.T) {
+			if err := n2.RestartDaemon(ctxT(t, 2*time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+		})
+	})
+	t.Run("dockerd crash", func(t *testing.T) {
+		daemonRestart(t, "dockerd crash", func(t *testing.T) {
+			if err := n2.KillDaemon(); err != nil {
+				t.Fatal(err)
+			}
+			if err := n2.StartDaemon(ctxT(t, 2*time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+		})
+	})
+
+	t.Run("reboot", func(t *testing.T) {
+		// Every kernel object of the plugin disappears while its state says the network has a joined
+		// endpoint (c2), as after a reboot; leftovers of vxsafe that nothing needs are planted. The plugin
+		// rebuilds what c2 needs, removes the leftovers, and says so.
+		offset := len(n2.Log())
+		docker(t, n2, "plugin", "disable", "-f", pluginName)
+		h, err := n2.Handle()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		links, err := h.LinkList()
+		if err != nil {
+			t.Fatal(err)
+		}
+		deleted := 0
+		for _, l := range links {
+			if strings.HasPrefix(l.Attrs().Alias, "vxsafe:") {
+				if err := h.LinkDel(l); err != nil {
+					t.Fatal(err)
+				}
+				deleted++
+			}
+		}
+		if deleted == 0 {
+			t.Fatal("no vxsafe interface on n2 to delete")
+		}
+		const deadNet = "dead0000000000000000000000000000000000000000000000000000000000aa"
+		orphanDev := "vx-1e8480-dead0"
+		if err := h.LinkAdd(&netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: orphanDev}, VxlanId: 2000000, Port: 4789}); err != nil {
+			t.Fatal(err)
+		}
+		orphanEp := "vxe-deadbeef00"
+		eth0, err := h.LinkByName("eth0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.LinkAdd(&netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: orphanEp, ParentIndex: eth0.Attrs().Index}, Mode: netlink.MACVLAN_MODE_BRIDGE}); err != nil {
+			t.Fatal(err)
+		}
+		for name, alias := range map[string]string{orphanDev: "vxsafe:net=" + deadNet, orphanEp: "vxsafe:ep=" + netID + "/deadbeef" + strings.Repeat("0", 56)} {
+			l, err := h.LinkByName(name)
+			if err == nil {
+				err = h.LinkSetAlias(l, alias)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		began := time.Now()
+		docker(t, n2, "plugin", "enable", pluginName)
+		poll(t, 30*time.Second, "n2 rebuilt "+dev+" and removed the leftovers", func() error {
+			have, err := linksWithPrefix(n2, "vx")
+			if err != nil {
+				return err
+			}
+			if strings.Join(have, ",") != dev {
+				return fmt.Errorf("links %v, want only %s", have, dev)
+			}
+			return nil
+		})
+		t.Logf("RESTART reboot: %s rebuilt and leftovers removed %.2fs after enable", dev, time.Since(began).Seconds())
+		log := pluginLogSince(n2, offset)
+		for _, words := range [][]string{
+			{"re-created the network's missing vxlan interface", dev},
+			{"sweep: deleted", orphanDev, "unknown"},
+			{"sweep: deleted", orphanEp, "not joined"},
+			{"reconciled state with the kernel", "rebuilt=1"},
+		} {
+			if line := logLine(log, words...); line == "" {
+				t.Errorf("plugin log lacks a line with %q; plugin log:\n%s", words, log)
+			} else {
+				t.Logf("reboot: %s", line)
+			}
+		}
+		// The rebuilt device has the remote peer again.
+		mac1 := containerMAC(t, n1, "c1", "hr")
+		poll(t, 15*time.Second, "FDB entry of c1 on n2's rebuilt device", func() error {
+			fdb, err := fdbEntries(n2, dev)
+			if err != nil {
+				return err
+			}
+			if fdb[mac1] != n1.Addr {
+				return fmt.Errorf("FDB %v", fdb)
+			}
+			return nil
+		})
+		// c2 lost its interface with the device (as on a reboot, where it would restart): restarting it
+		// restores its traffic.
+		docker(t, n2, "restart", "c2")
+		ip2 = containerIP(t, n2, "c2", "hr")
+		poll(t, 20*time.Second, "c1 reaches the restarted c2", func() error { return pingOnce(n1, "c1", ip2) })
+		checkState(t, "reboot")
+	})
+
+	t.Run("docker overlay with the same VNI", func(t *testing.T) {
+		// A Docker overlay network with containers on both nodes uses VNI 4321; a vxsafe network asks
+		// for the same VNI. vxsafe must refuse to join on the node where overlay's device lives, name it,
+		// and leave overlay's traffic alone.
+		const ovVNI = "4321"
+		docker(t, n1, "network", "create", "-d", "overlay", "--attachable", "--subnet", "10.0.30.0/24",
+			"-o", "com.docker.network.driver.overlay.vxlanid_list="+ovVNI, "ov")
+		docker(t, n1, "run", "-d", "--name", "o1", "--stop-timeout", "1", "--network", "ov", img, "sleep", "86400")
+		docker(t, n2, "run", "-d", "--name", "o2", "--stop-timeout", "1", "--network", "ov", img, "sleep", "86400")
+		ipo2 := containerIP(t, n2, "o2", "ov")
+		poll(t, 30*time.Second, "o1 reaches o2 over Docker's overlay", func() error { return pingOnce(n1, "o1", ipo2) })
+		docker(t, n1, "network", "create", "-d", pluginName, "--attachable", "--subnet", "10.0.31.0/24",
+			"-o", "com.docker.network.driver.overlay.vxlanid_list="+ovVNI, "vs")
+		p := startPing(t, n1, "o1", ipo2)
+		_, err := n1.Docker(ctxT(t, 2*time.Minute), "run", "--rm", "--network", "vs", img, "true")
+		if err == nil {
+			t.Fatal("a vxsafe container started on a VNI that Docker's overlay uses with running containers")
+		}
+		t.Logf("SAFETY docker's error: %v", err)
+		for _, w := range []string{`vxlan interface "vxlan0"`, "VNI " + ovVNI, "Docker overlay sandbox", "still has containers attached", "not deleting a live interface"} {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("docker's error lacks %q", w)
+			}
+		}
+		gap, rx, tx := p.stop(t)
+		t.Logf("SAFETY overlay traffic o1 -> o2 during the refused join: largest gap %s (%d of %d replies)", gap, rx, tx)
+		if gap > maxRestartGap {
+			t.Errorf("Docker's overlay traffic interrupted for %s", gap)
+		}
+		if err := pingOnce(n1, "o1", ipo2); err != nil {
+			t.Errorf("Docker's overlay broken after the refused join: %v", err)
+		}
+		// Once overlay's containers are gone, its device goes (or is provably stale): the network works.
+		docker(t, n1, "rm", "-f", "o1")
+		docker(t, n2, "rm", "-f", "o2")
+		poll(t, 60*time.Second, "the vxsafe network usable once overlay's containers are gone", func() error {
+			_, err := n1.Docker(context.Background(), "run", "--rm", "--network", "vs", img, "true")
+			return err
+		})
+		docker(t, n1, "network", "rm", "vs", "ov")
+	})
+}
+
+// TestHardeningLiveRestore: dockerd with --live-restore. With dockerd 20.10 a vxsafe network cannot exist
+// under live-restore at all: swarm mode refuses live-restore, and a standalone daemon refuses the VNI
+// option a vxsafe network needs outside swarm ("This node is not a swarm manager"). The test pins both
+// facts (so a dockerd that lifts either is noticed), and that under live-restore the plugin itself keeps
+// running, with its state, through a dockerd restart and a dockerd crash.
+func TestHardeningLiveRestore(t *testing.T) {
+	c := startCluster(t, cluster.Options{Prefix: "vxl", Nodes: 1, NoSwarm: true, DockerdArgs: []string{"--live-restore"}})
+	installVxsafe(t, c, map[string]string{"METRICS_ADDR": metricsAddr, "VTEP": "{addr}"})
+	n := c.Manager()
+	if _, err := n.Docker(ctxT(t, time.Minute), "swarm", "init", "--advertise-addr", n.Addr); err == nil ||
+		!strings.Contains(err.Error(), "incompatible with swarm mode") {
+		t.Errorf("swarm init under --live-restore: %v; want it refused", err)
+	} else {
+		t.Logf("LIVE-RESTORE swarm: %v", err)
+	}
+	_, err := n.Docker(ctxT(t, time.Minute), "network", "create", "-d", pluginName, "--subnet", "10.0.40.0/24",
+		"-o", "com.docker.network.driver.overlay.vxlanid_list=5000", "lr")
+	if err == nil || !strings.Contains(err.Error(), "not a swarm manager") {
+		t.Errorf("standalone vxsafe network with a VNI: %v; want it refused by dockerd", err)
+	} else {
+		t.Logf("LIVE-RESTORE standalone network: %v", err)
+	}
+	for _, kind := range []string{"dockerd restart", "dockerd crash"} {
+		pid, err := pluginPID(ctxT(t, time.Minute), n, pluginName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		began := time.Now()
+		if kind == "dockerd restart" {
+			err = n.RestartDaemon(ctxT(t, 2*time.Minute))
+		} else if err = n.KillDaemon(); err == nil {
+			err = n.StartDaemon(ctxT(t, 2*time.Minute))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		after, err := pluginPID(ctxT(t, time.Minute), n, pluginName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("LIVE-RESTORE %s: dockerd back after %.2fs, plugin pid %d -> %d", kind, time.Since(began).Seconds(), pid, after)
+		if after != pid {
+			t.Errorf("%s with --live-restore: the plugin was restarted (pid %d -> %d)", kind, pid, after)
+		}
+		poll(t, 20*time.Second, "the plugin answers after the "+kind, func() error {
+			_, err := scrapeNode(n)
+			return err
+		})
+	}
+}
