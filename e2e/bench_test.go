@@ -154,6 +154,7 @@ type benchResults struct {
 	attachCold, attachWarm map[string][]time.Duration
 	// Gbit/s per path and stream count, one value per round; RTT in ms.
 	tput      map[string]map[int][]float64
+	together  map[string][]float64 // Gbit/s of each path while all three run at once, per round
 	rtt       map[string][]float64
 	conv      map[string][]convSample
 	execFloor time.Duration
@@ -275,6 +276,37 @@ func (b *swarmBench) throughput(rounds int) {
 				}
 				r.tput[path][streams] = append(r.tput[path][streams], res.End.SumReceived.BitsPerSecond/1e9)
 			}
+		}
+	}
+	// Head to head: the three paths at once, one stream each. They share the two cores at the same moment,
+	// so load from elsewhere hits them alike, and each one's share tells its cost per byte.
+	r.together = map[string][]float64{}
+	for round := 0; round < rounds; round++ {
+		type res struct {
+			path string
+			gbps float64
+			err  error
+			out  string
+		}
+		ch := make(chan res, len(paths))
+		for _, path := range paths {
+			go func() {
+				out, err := run(path, "iperf3", "-c", targets[path], "-t", "5", "-J")
+				var ir iperfResult
+				if err == nil {
+					if jerr := json.Unmarshal([]byte(jsonPart(out)), &ir); jerr != nil || ir.Error != "" {
+						err = fmt.Errorf("%v %s", jerr, ir.Error)
+					}
+				}
+				ch <- res{path, ir.End.SumReceived.BitsPerSecond / 1e9, err, out}
+			}()
+		}
+		for range paths {
+			x := <-ch
+			if x.err != nil {
+				t.Fatalf("iperf3 %s head to head: %v\n%s", x.path, x.err, x.out)
+			}
+			r.together[x.path] = append(r.together[x.path], x.gbps)
 		}
 	}
 	rttRE := regexp.MustCompile(`round-trip min/avg/max = ([0-9.]+)/([0-9.]+)/([0-9.]+) ms`)
@@ -678,6 +710,17 @@ func (r *benchResults) String() string {
 		w("  %d stream(s), medians:     vxsafe / overlay %.2fx; vxsafe / underlay %.2f; overlay / underlay %.2f",
 			p, r.tputMed("vxs", p)/r.tputMed("ovl", p), r.tputMed("vxs", p)/r.tputMed("underlay", p), r.tputMed("ovl", p)/r.tputMed("underlay", p))
 	}
+	w("  head to head (the three paths at once, 1 stream each, %d rounds; shares of the same CPU at the same moment):", len(r.together["vxs"]))
+	for _, p := range []string{"underlay", "ovl", "vxs"} {
+		w("  %-24s median %6.2f %s", map[string]string{"underlay": "underlay (node to node)", "ovl": "Docker overlay", "vxs": "vxsafe/overlay"}[p],
+			medianF(r.together[p]), fmtList(r.together[p]))
+	}
+	var vo, vu []float64
+	for i := range r.together["vxs"] {
+		vo = append(vo, r.together["vxs"][i]/r.together["ovl"][i])
+		vu = append(vu, r.together["vxs"][i]/r.together["underlay"][i])
+	}
+	w("  per round: vxsafe / overlay %s, median %.2fx; vxsafe / underlay %s, median %.2f", fmtList(vo), medianF(vo), fmtList(vu), medianF(vu))
 	w("")
 	w("ping RTT n2 -> n1 (busybox ping, 20 x 0.1 s, average; median of rounds):")
 	for _, p := range []string{"underlay", "ovl", "vxs"} {
