@@ -261,7 +261,10 @@ func (c *control) swarmManagers() []string {
 	if _, err := os.Stat(c.s.DockerSocket); err != nil {
 		return nil
 	}
+	// A client per call: no keep-alive, or every call would leave a connection (and its two goroutines)
+	// behind in a transport nobody uses again.
 	cl := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", c.s.DockerSocket)
