@@ -340,6 +340,7 @@ func BenchmarkJoinLeave(b *testing.B) {
 			cases = append(cases, c)
 		}
 	}
+	load0 := loadavg1()
 	for i := 0; i < b.N; i++ {
 		for k := 0; k < benchSamples(); k++ {
 			for _, c := range cases {
@@ -347,6 +348,7 @@ func BenchmarkJoinLeave(b *testing.B) {
 			}
 		}
 	}
+	load1 := loadavg1()
 	var rows []latencyRow
 	for _, c := range cases {
 		r := rowOf(c.state, c.n, c.cs)
@@ -361,7 +363,8 @@ func BenchmarkJoinLeave(b *testing.B) {
 			b.ReportMetric(r.DeleteP50, "delete-p50-ms")
 		})
 	}
-	fmt.Printf("BenchmarkJoinLeave: handler latency in ms (p50 / p99 / max), %d samples each, state database on disk or tmpfs:\n", len(cases[0].cs))
+	fmt.Printf("BenchmarkJoinLeave: handler latency in ms (p50 / p99 / max), %d samples each, state database on disk or tmpfs; "+
+		"machine load average %s at the start, %s at the end:\n", len(cases[0].cs), load0, load1)
 	fmt.Printf("  %-6s %9s %24s %24s %24s %24s\n", "state", "endpoints", "CreateEndpoint", "Join", "Leave", "DeleteEndpoint")
 	for _, c := range cases {
 		f := func(g func(cycle) time.Duration) string {
@@ -373,7 +376,7 @@ func BenchmarkJoinLeave(b *testing.B) {
 			f(func(c cycle) time.Duration { return c.del }))
 	}
 	if path := os.Getenv("VXSAFE_BENCH_PLOT"); path != "" {
-		if err := writeJoinPlot(path, rows); err != nil {
+		if err := writeJoinPlot(path, rows, fmt.Sprintf("machine load %s-%s", load0, load1)); err != nil {
 			b.Error(err)
 		} else {
 			fmt.Printf("BenchmarkJoinLeave: Join latency plot written to %s\n", path)
@@ -594,4 +597,17 @@ func BenchmarkJoinSteps(b *testing.B) {
 	}
 	b.ReportMetric(pct(steps["store.PutEndpoint"], 99), "put-p99-ms")
 	b.ReportMetric(pct(steps["dataplane.CreateEndpointIf"], 99), "macvlan-p99-ms")
+}
+
+// loadavg1 is the machine's 1-minute load average, for the record: other work on the machine shows in the
+// tails.
+func loadavg1() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
