@@ -1,9 +1,10 @@
 package dataplane
 
 import (
-	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -11,19 +12,53 @@ import (
 )
 
 // SandboxExists reports whether the path a container's sandbox key names (libnetwork's bind mount of the
-// container's network namespace, as the host's PID 1 sees it) still exists. known is false when it cannot
-// tell (no key, not an absolute path, no access).
+// container's network namespace, in dockerd's mount namespace) still exists. The path is looked up under
+// the root of PID 1, then of any process whose mount namespace has the key's directory (dockerd need not
+// share PID 1's). known is false when no mount namespace within reach has that directory: a missing
+// sandbox is only reported on positive evidence.
 func (m *Manager) SandboxExists(key string) (exists, known bool) {
 	if key == "" || !filepath.IsAbs(key) {
 		return false, false
 	}
-	var st unix.Stat_t
-	err := unix.Stat(filepath.Join(m.procRoot, "1", "root", key), &st)
-	switch {
-	case err == nil:
-		return true, true
-	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR):
-		return false, true
+	try := func(root string) (exists, dirSeen bool) {
+		var st unix.Stat_t
+		if unix.Stat(filepath.Join(root, key), &st) == nil {
+			return true, true
+		}
+		return false, unix.Stat(filepath.Join(root, filepath.Dir(key)), &st) == nil
+	}
+	m.rootMu.Lock()
+	cached := m.sandboxRoot
+	m.rootMu.Unlock()
+	roots := []string{filepath.Join(m.procRoot, "1", "root")}
+	if cached != "" {
+		roots = append([]string{cached}, roots...)
+	}
+	for _, root := range roots {
+		if ex, seen := try(root); seen {
+			return ex, true
+		}
+	}
+	// Scan the mount namespaces of the other processes, once each.
+	ents, _ := os.ReadDir(m.procRoot)
+	seenMnt := map[uint64]bool{}
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		dir := filepath.Join(m.procRoot, e.Name())
+		ino, err := nsInode(filepath.Join(dir, "ns", "mnt"))
+		if err != nil || seenMnt[ino] {
+			continue
+		}
+		seenMnt[ino] = true
+		root := filepath.Join(dir, "root")
+		if ex, seen := try(root); seen {
+			m.rootMu.Lock()
+			m.sandboxRoot = root
+			m.rootMu.Unlock()
+			return ex, true
+		}
 	}
 	return false, false
 }

@@ -82,6 +82,9 @@ type Manager struct {
 	hooks    *Hooks
 
 	mu sync.Mutex // serialises scans that may delete devices
+
+	rootMu      sync.Mutex
+	sandboxRoot string // a /proc/<pid>/root where sandbox keys resolved last (SandboxExists)
 }
 
 // New opens a Manager on opts.NS (or the current namespace).
