@@ -819,8 +819,8 @@ func TestDeadEndpointReaped(t *testing.T) {
 	if err := host.NL.LinkSetNsFd(h.link(jr.InterfaceName.SrcName), int(ctr.Handle)); err != nil {
 		t.Fatal(err)
 	}
-	// A second endpoint whose sandbox key names nothing, but whose interface is still in the host
-	// namespace (libnetwork has not moved it yet): alive.
+	// A second endpoint whose sandbox cannot be judged (its directory is nowhere to be seen): never
+	// reaped, even once its interface is gone.
 	h.createEndpoint(nid, 2)
 	h.must("Join", network.JoinRequest{NetworkID: nid, EndpointID: epID(2), SandboxKey: "/nonexistent/vxh/sandbox"}, nil)
 	joined := func(i int) bool {
@@ -856,6 +856,13 @@ func TestDeadEndpointReaped(t *testing.T) {
 	if !joined(2) || !published(2) {
 		t.Fatal("the live endpoint was reaped with the dead one")
 	}
+	if err := host.NL.LinkDel(h.link(netconfig.EndpointIfName(epID(2)))); err != nil {
+		t.Fatal(err)
+	}
+	h.drv.Sweep()
+	if !joined(2) {
+		t.Fatal("an endpoint was reaped without proof that its sandbox is gone")
+	}
 	if !h.logHas(logrus.WarnLevel, "its sandbox", "gone", epID(1)[:12]) {
 		t.Fatal("the reap is not logged")
 	}
@@ -877,7 +884,9 @@ func TestDeadEndpointGrace(t *testing.T) {
 	h.createNetwork(nid, nil)
 	h.createEndpoint(nid, 1)
 	var jr network.JoinResponse
-	h.must("Join", network.JoinRequest{NetworkID: nid, EndpointID: epID(1), SandboxKey: "/nonexistent/vxh/sandbox"}, &jr)
+	// A sandbox that is provably gone (its directory exists, it does not).
+	gone := filepath.Join(t.TempDir(), "sandbox")
+	h.must("Join", network.JoinRequest{NetworkID: nid, EndpointID: epID(1), SandboxKey: gone}, &jr)
 	if err := h.host.NL.LinkDel(h.link(jr.InterfaceName.SrcName)); err != nil {
 		t.Fatal(err)
 	}

@@ -310,9 +310,10 @@ func (d *Driver) republishLocked(ns *netState) {
 // its address when a container elsewhere gets it.
 //
 // An endpoint is dead only when it has been joined for DeadEndpointGrace, its sandbox (the network
-// namespace path libnetwork gave in Join) is not known to exist, and no interface carrying its alias has
-// been seen in any namespace for a third of DeadEndpointGrace: a container being started holds its
-// interface in a namespace that no process pins yet. It returns how many it reaped.
+// namespace path libnetwork gave in Join) is known to be gone (the directory holding it is visible, the
+// path is not), and no interface carrying its alias has been seen in any namespace for a third of
+// DeadEndpointGrace. Without the means to see the sandboxes (fewer privileges), nothing is reaped. It
+// returns how many it reaped.
 func (d *Driver) reapDeadEndpoints() int {
 	d.mu.Lock()
 	nets := make([]*netState, 0, len(d.networks))
@@ -338,8 +339,8 @@ func (d *Driver) reapDeadEndpoints() int {
 				if !ep.Joined || !ns.joined[ep.EndpointID] || now.Sub(ep.Updated) < grace {
 					continue
 				}
-				if exists, known := d.dp.SandboxExists(ep.SandboxKey); known && exists {
-					continue
+				if exists, known := d.dp.SandboxExists(ep.SandboxKey); !known || exists {
+					continue // alive, or no proof it is gone
 				}
 				cands = append(cands, candidate{ns, ep})
 			}
