@@ -12,7 +12,7 @@ import (
 )
 
 // SandboxExists reports whether the path a container's sandbox key names (libnetwork's bind mount of the
-// container's network namespace, in dockerd's mount namespace) still exists. The path is looked up under
+// container's network namespace, in dockerd's mount namespace) is still a network namespace. The path is looked up under
 // the root of PID 1, then of any process whose mount namespace has the key's directory (dockerd need not
 // share PID 1's). known is false when no mount namespace within reach has that directory: a missing
 // sandbox is only reported on positive evidence.
@@ -20,11 +20,14 @@ func (m *Manager) SandboxExists(key string) (exists, known bool) {
 	if key == "" || !filepath.IsAbs(key) {
 		return false, false
 	}
+	// The key names a network namespace while the sandbox lives; dockerd unmounts it when the sandbox
+	// goes and may leave the empty file behind.
 	try := func(root string) (exists, dirSeen bool) {
-		var st unix.Stat_t
-		if unix.Stat(filepath.Join(root, key), &st) == nil {
-			return true, true
+		var fs unix.Statfs_t
+		if unix.Statfs(filepath.Join(root, key), &fs) == nil {
+			return fs.Type == unix.NSFS_MAGIC, true
 		}
+		var st unix.Stat_t
 		return false, unix.Stat(filepath.Join(root, filepath.Dir(key)), &st) == nil
 	}
 	m.rootMu.Lock()

@@ -808,14 +808,19 @@ func TestDeadEndpointReaped(t *testing.T) {
 	nid := fmt.Sprintf("dead%060x", time.Now().UnixNano())
 	vni := h.createNetwork(nid, nil)
 	dev := netconfig.DeviceName(vni, nid)
+	// The sandbox key, as libnetwork makes it: a file with the container's namespace bind-mounted on it.
+	ctr := nstest.New(t, "vxhdead")
 	sandbox := filepath.Join(t.TempDir(), "sandbox")
 	if err := os.WriteFile(sandbox, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if err := unix.Mount(ctr.Path(), sandbox, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(sandbox, unix.MNT_DETACH) })
 	h.createEndpoint(nid, 1)
 	var jr network.JoinResponse
 	h.must("Join", network.JoinRequest{NetworkID: nid, EndpointID: epID(1), SandboxKey: sandbox}, &jr)
-	ctr := nstest.New(t, "vxhdead")
 	if err := host.NL.LinkSetNsFd(h.link(jr.InterfaceName.SrcName), int(ctr.Handle)); err != nil {
 		t.Fatal(err)
 	}
@@ -837,8 +842,9 @@ func TestDeadEndpointReaped(t *testing.T) {
 	if !joined(1) || !joined(2) || !published(1) || !published(2) {
 		t.Fatal("a live endpoint was reaped")
 	}
-	// Sandbox gone, interface still in the container: alive.
-	if err := os.Remove(sandbox); err != nil {
+	// Sandbox gone (unmounted, the file left behind as dockerd does), interface still in the container:
+	// alive.
+	if err := unix.Unmount(sandbox, 0); err != nil {
 		t.Fatal(err)
 	}
 	h.drv.Sweep()
