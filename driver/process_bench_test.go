@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -54,13 +56,21 @@ func BenchmarkPluginProcess(b *testing.B) {
 	r := rowOf("disk", n, cs)
 	loaded := p.rss(b)
 
-	// Restart on the state of 1000 joined endpoints.
+	// Restart on the state of 1000 joined endpoints, three times (the median is reported).
+	var readies []time.Duration
+	var recs []string
+	var restarted uint64
+	for i := 0; i < 3; i++ {
+		p.stop(b)
+		p = startPlugin(b, bin, e)
+		readies = append(readies, p.ready)
+		recs = append(recs, p.reconcileTook())
+		restarted = p.rss(b)
+	}
 	p.stop(b)
-	p = startPlugin(b, bin, e)
-	took := p.ready
-	restarted := p.rss(b)
-	rec := p.reconcileTook()
-	p.stop(b)
+	sort.Slice(readies, func(i, j int) bool { return readies[i] < readies[j] })
+	took := readies[1]
+	rec := strings.Join(recs, ", ")
 
 	mib := func(v uint64) float64 { return float64(v) / (1 << 20) }
 	b.ReportMetric(0, "ns/op")
@@ -70,7 +80,7 @@ func BenchmarkPluginProcess(b *testing.B) {
 	b.ReportMetric(r.JoinP99, "join-p99-ms")
 	b.ReportMetric(float64(took)/float64(time.Millisecond), "restart-ms")
 	b.Logf("vxsafe process: RSS %.1f MiB idle, %.1f MiB with %d endpoints joined, %.1f MiB after %d more join/leave cycles, "+
-		"%.1f MiB after a restart with %d endpoints; restart answered after %.1f ms (reconcile logged took=%s); "+
+		"%.1f MiB after a restart with %d endpoints; restart answered after %.1f ms (median of 3; reconcile logged took=%s); "+
 		"at %d endpoints Join p50 %.2f / p99 %.2f ms, Leave p50 %.2f / p99 %.2f ms",
 		mib(idle), mib(full), n, mib(loaded), len(cs), mib(restarted), n, float64(took)/float64(time.Millisecond), rec,
 		n, r.JoinP50, r.JoinP99, r.LeaveP50, r.LeaveP99)
