@@ -566,15 +566,34 @@ func (d *Driver) DiscoverNew(n *network.DiscoveryNotification) error {
 	log.Info("node discovered")
 	if d.cfg.Control != nil {
 		d.cfg.Control.AddSeed(addr)
+		if h, ok := d.cfg.Control.(HostWatcher); ok {
+			h.HostBack(addr)
+		}
 	}
 	return nil
 }
 
-// DiscoverDelete: a node left. Its endpoints are removed by the control plane when its gossip stops.
+// HostWatcher is what a control plane may implement to learn from libnetwork's node discovery that a
+// host has left the swarm (or failed) and when it is back. Its agent going silent alone does not mean
+// the host's containers are gone: their data plane outlives the plugin process (restart, upgrade,
+// disable), so their endpoints are kept until the host is reported gone.
+type HostWatcher interface {
+	HostGone(addr string) int
+	HostBack(addr string)
+}
+
+// DiscoverDelete: a node left the swarm or failed (dockerd's own gossip says so). The control plane
+// removes its endpoints a short grace period after its agent is gone too.
 func (d *Driver) DiscoverDelete(n *network.DiscoveryNotification) error {
-	if addr, _, ok := nodeDiscovery(n); ok {
-		d.log.WithField("node", addr).Info("node gone")
+	addr, self, ok := nodeDiscovery(n)
+	if !ok || self {
+		return nil
 	}
+	matched := 0
+	if h, ok := d.cfg.Control.(HostWatcher); ok {
+		matched = h.HostGone(addr)
+	}
+	d.log.WithFields(logrus.Fields{"node": addr, "agents": matched}).Info("node gone: its endpoints are removed once its agent is silent for the grace period")
 	return nil
 }
 

@@ -23,6 +23,7 @@ const (
 	DefaultBindAddr         = "0.0.0.0"
 	DefaultLabel            = "vxsafe"
 	DefaultGracePeriod      = 10 * time.Second
+	DefaultHostUpGrace      = 10 * time.Minute
 	DefaultTombstoneTTL     = 10 * time.Minute
 	DefaultPushPullInterval = 10 * time.Second
 	DefaultGossipInterval   = 200 * time.Millisecond
@@ -81,8 +82,15 @@ type Config struct {
 	Key           []byte // 16, 24 or 32 bytes; nil = unauthenticated (warning)
 	Label         string // default "vxsafe"
 	// GracePeriod: records of a failed or departed node are kept this long
-	// (default 10s; NoGracePeriod or any negative value = remove at once).
+	// once its host is reported gone (HostGone), or when HostUpGrace is
+	// negative (default 10s; NoGracePeriod or any negative value = remove at
+	// once).
 	GracePeriod time.Duration
+	// HostUpGrace: records of a failed or departed node whose host nobody has
+	// reported gone are kept this long: its agent is restarting or stopped,
+	// but its endpoints' data plane keeps working (default 10 min; negative =
+	// GracePeriod; never less than GracePeriod).
+	HostUpGrace time.Duration
 	// TombstoneTTL: how long removals are remembered (default 10 min).
 	TombstoneTTL time.Duration
 	// PushPullInterval: full state exchange with one random member (default 10s).
@@ -155,7 +163,7 @@ func New(cfg Config, onChange func(Event)) (*Agent, error) {
 	a := &Agent{
 		cfg:  cfg,
 		log:  lg,
-		tbl:  newTable(cfg.NodeName, inc, cfg.GracePeriod, cfg.TombstoneTTL),
+		tbl:  newTable(cfg.NodeName, inc, cfg.GracePeriod, cfg.HostUpGrace, cfg.TombstoneTTL),
 		disp: newDispatcher(onChange),
 		stop: make(chan struct{}),
 	}
@@ -264,6 +272,10 @@ func applyDefaults(cfg *Config) error {
 	} else if cfg.GracePeriod < 0 {
 		cfg.GracePeriod = 0
 	}
+	if cfg.HostUpGrace == 0 {
+		cfg.HostUpGrace = DefaultHostUpGrace
+	}
+	cfg.HostUpGrace = max(cfg.HostUpGrace, cfg.GracePeriod)
 	if cfg.TombstoneTTL <= 0 {
 		cfg.TombstoneTTL = DefaultTombstoneTTL
 	}
@@ -472,6 +484,25 @@ func (a *Agent) Stats() Stats {
 	return s
 }
 
+// HostGone tells the agent that the host with address addr (a node's gossip
+// or VTEP address) has left the cluster it belongs to, e.g. libnetwork's
+// DiscoverDelete: the records of its agent are removed GracePeriod after the
+// agent is down, instead of HostUpGrace. It returns how many owners matched.
+func (a *Agent) HostGone(addr string) int {
+	var n int
+	a.apply(func() []Event {
+		m, evs := a.tbl.hostGone(addr, time.Now())
+		n = m
+		return evs
+	})
+	return n
+}
+
+// HostBack withdraws a HostGone report for addr (the host is back).
+func (a *Agent) HostBack(addr string) {
+	a.apply(func() []Event { return a.tbl.hostBack(addr, time.Now()) })
+}
+
 // Close leaves the cluster (waiting at most ~1s for the leave message to go
 // out) and shuts memberlist down. Events not yet delivered are dropped.
 func (a *Agent) Close() error { return a.close(true) }
@@ -645,7 +676,7 @@ func (e *eventDelegate) up(n *memberlist.Node, what string) {
 		return
 	}
 	lg.WithField("incarnation", inc).Info("gossip member " + what)
-	a.apply(func() []Event { return a.tbl.nodeUp(n.Name, inc, time.Now()) })
+	a.apply(func() []Event { return a.tbl.nodeUp(n.Name, n.Addr.String(), inc, time.Now()) })
 }
 
 func (e *eventDelegate) NotifyLeave(n *memberlist.Node) {
@@ -653,8 +684,8 @@ func (e *eventDelegate) NotifyLeave(n *memberlist.Node) {
 	if n.Name == a.cfg.NodeName {
 		return
 	}
-	a.log.WithFields(logrus.Fields{"node": n.Name, "addr": n.Address(), "grace": a.cfg.GracePeriod}).
-		Info("gossip member left or failed")
+	a.log.WithFields(logrus.Fields{"node": n.Name, "addr": n.Address(), "grace": a.cfg.HostUpGrace, "grace_host_gone": a.cfg.GracePeriod}).
+		Info("gossip member left or failed; its endpoints stay until its host is reported gone")
 	a.apply(func() []Event { return a.tbl.nodeDown(n.Name, time.Now()) })
 }
 

@@ -119,6 +119,7 @@ func startNode(t *testing.T, name string, port int, key []byte, mod func(*Config
 		AdvertiseAddr:    "127.0.0.1",
 		Key:              key,
 		GracePeriod:      itGrace,
+		HostUpGrace:      -1, // most tests: records go GracePeriod after a failure
 		TombstoneTTL:     5 * time.Second,
 		PushPullInterval: itPushPull,
 		Log:              logrus.NewEntry(lg).WithField("test_node", name),
@@ -356,6 +357,47 @@ func TestAgentNodeFailureWithoutLeave(t *testing.T) {
 	t.Logf("failed node's endpoints removed %v after the crash (probe interval 100ms, no grace)", time.Since(crashed).Round(time.Millisecond))
 }
 
+func TestAgentHostUpGraceUntilHostGone(t *testing.T) {
+	// B's agent crashes while its host stays in the swarm: A keeps B's
+	// endpoints (their data plane still works) far beyond GracePeriod, until
+	// it is told that B's host is gone; then they go GracePeriod later.
+	fast := func(c *Config) { c.ProbeInterval = 100 * time.Millisecond }
+	a := startNode(t, "A", freePort(t), keyA, func(c *Config) { fast(c); c.HostUpGrace = time.Hour })
+	b := startNode(t, "B", freePort(t), keyA, fast)
+	if _, err := b.Join([]string{a.addr}); err != nil {
+		t.Fatal(err)
+	}
+	b.Publish(testEP(3))
+	waitFor(t, "A has ep03", func() bool { return a.rec.has(Added, "ep03") })
+	if err := b.close(false); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "A notices B's failure", func() bool { return a.Stats().Members == 1 })
+	failed := time.Now()
+	// Several grace periods and ticks pass: the endpoint stays.
+	deadline := failed.Add(4 * itGrace)
+	for time.Now().Before(deadline) {
+		if a.rec.has(Removed, "ep03") {
+			t.Fatalf("ep03 of B removed %v after B failed, with its host not reported gone", time.Since(failed))
+		}
+		time.Sleep(itGrace / 4)
+	}
+	if got := a.Remote("netX"); len(got) != 1 {
+		t.Fatalf("A's remote endpoints while B's host is up: %+v", got)
+	}
+	gone := time.Now()
+	if n := a.HostGone("127.0.0.1"); n != 1 {
+		t.Fatalf("HostGone matched %d owners, want 1", n)
+	}
+	waitFor(t, "A removes ep03 after B's host is gone", func() bool { return a.rec.has(Removed, "ep03") })
+	took := time.Since(gone)
+	if took < itGrace {
+		t.Fatalf("ep03 removed %v after HostGone, before the grace period %v", took, itGrace)
+	}
+	t.Logf("failed agent's endpoint kept %v with its host up, removed %v after its host was reported gone (grace %v)",
+		gone.Sub(failed).Round(time.Millisecond), took.Round(time.Millisecond), itGrace)
+}
+
 func TestConfigValidation(t *testing.T) {
 	for _, c := range []Config{
 		{NodeName: "x", Key: []byte("short")},
@@ -371,7 +413,7 @@ func TestConfigValidation(t *testing.T) {
 	if err := applyDefaults(&c); err != nil {
 		t.Fatal(err)
 	}
-	if c.BindPort != 7947 || c.AdvertisePort != 7947 || c.Label != "vxsafe" || c.GracePeriod != 10*time.Second ||
+	if c.BindPort != 7947 || c.AdvertisePort != 7947 || c.Label != "vxsafe" || c.GracePeriod != 10*time.Second || c.HostUpGrace != 10*time.Minute ||
 		c.TombstoneTTL != 10*time.Minute || c.PushPullInterval != 10*time.Second || c.BindAddr != "0.0.0.0" {
 		t.Fatalf("defaults: %+v", c)
 	}

@@ -19,7 +19,10 @@ type table struct {
 	inc   uint64 // own incarnation (boot id)
 	clock uint64 // own per-record counter
 	grace time.Duration
-	ttl   time.Duration
+	// hostUpGrace (>= grace): how long the records of an owner that left or
+	// failed stay visible while nobody has said that its host is gone.
+	hostUpGrace time.Duration
+	ttl         time.Duration
 
 	local  map[recKey]*record
 	owners map[string]*ownerState
@@ -39,6 +42,7 @@ type record struct {
 
 type ownerState struct {
 	name string
+	addr string // memberlist address, from nodeUp
 	live bool
 	// known: inc holds the owner's current incarnation from its memberlist
 	// metadata (the owner has been seen alive).
@@ -50,6 +54,9 @@ type ownerState struct {
 	// downAt: when the owner went down; for owners never seen alive, when
 	// we first heard of them.
 	downAt time.Time
+	// goneAt: when hostGone reported the owner's host gone (zero: not
+	// reported, or reported back since).
+	goneAt time.Time
 	recs   map[recKey]*record
 	shown  map[recKey]Endpoint // announced with Added and not yet Removed
 }
@@ -64,15 +71,14 @@ type tableStats struct {
 	Rejected        uint64
 }
 
-func newTable(self string, inc uint64, grace, ttl time.Duration) *table {
-	if grace < 0 {
-		grace = 0
-	}
+func newTable(self string, inc uint64, grace, hostUpGrace, ttl time.Duration) *table {
+	grace = max(grace, 0)
 	return &table{
-		self:   self,
-		inc:    inc,
-		grace:  grace,
-		ttl:    ttl,
+		self:        self,
+		inc:         inc,
+		grace:       grace,
+		hostUpGrace: max(hostUpGrace, grace),
+		ttl:         ttl,
 		local:  make(map[recKey]*record),
 		owners: make(map[string]*ownerState),
 	}
@@ -275,7 +281,7 @@ func (t *table) applyGroupLocked(g wireGroup, s wireState, now time.Time) []Even
 
 // nodeUp records that owner name is a live member running incarnation inc
 // (memberlist NotifyJoin / NotifyUpdate).
-func (t *table) nodeUp(name string, inc uint64, now time.Time) []Event {
+func (t *table) nodeUp(name, addr string, inc uint64, now time.Time) []Event {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if name == t.self {
@@ -294,6 +300,10 @@ func (t *table) nodeUp(name string, inc uint64, now time.Time) []Event {
 	o.known = true
 	o.live = true
 	o.downAt = time.Time{}
+	o.goneAt = time.Time{}
+	if addr != "" {
+		o.addr = addr
+	}
 	return t.sync(o, now)
 }
 
@@ -310,6 +320,79 @@ func (t *table) nodeDown(name string, now time.Time) []Event {
 	return t.sync(o, now)
 }
 
+// hostGone records that the swarm reports the host with address addr gone
+// (libnetwork's DiscoverDelete): the records of the owners on that host (by
+// memberlist address or VTEP) expire GracePeriod after they are down, instead
+// of HostUpGrace. It returns the number of owners matched.
+func (t *table) hostGone(addr string, now time.Time) (int, []Event) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var evs []Event
+	n := 0
+	for _, name := range t.ownerNamesLocked() {
+		o := t.owners[name]
+		if !o.on(addr) {
+			continue
+		}
+		n++
+		if o.goneAt.IsZero() {
+			o.goneAt = now
+		}
+		evs = append(evs, t.sync(o, now)...)
+	}
+	return n, evs
+}
+
+// hostBack undoes hostGone for addr (libnetwork's DiscoverNew).
+func (t *table) hostBack(addr string, now time.Time) []Event {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var evs []Event
+	for _, name := range t.ownerNamesLocked() {
+		if o := t.owners[name]; o.on(addr) {
+			o.goneAt = time.Time{}
+			evs = append(evs, t.sync(o, now)...)
+		}
+	}
+	return evs
+}
+
+// on reports whether the owner runs on the host with address addr.
+func (o *ownerState) on(addr string) bool {
+	if addr == "" {
+		return false
+	}
+	if o.addr == addr {
+		return true
+	}
+	for _, r := range o.recs {
+		if !r.deleted && r.ep.VTEP == addr {
+			return true
+		}
+	}
+	return false
+}
+
+// expiry is when the records of an owner that is down stop being visible:
+// HostUpGrace after it went down, or GracePeriod after it went down or its
+// host was reported gone, whichever is later, once the host is reported gone.
+func (t *table) expiry(o *ownerState) time.Time {
+	at := o.downAt.Add(t.hostUpGrace)
+	if !o.goneAt.IsZero() {
+		if short := maxTime(o.downAt, o.goneAt).Add(t.grace); short.Before(at) {
+			at = short
+		}
+	}
+	return at
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // tick expires grace periods, tombstones, pending records and forgotten
 // owners.
 func (t *table) tick(now time.Time) []Event {
@@ -320,7 +403,6 @@ func (t *table) tick(now time.Time) []Event {
 			delete(t.local, k)
 		}
 	}
-	forget := max(t.ttl, t.grace)
 	var evs []Event
 	for _, name := range t.ownerNamesLocked() {
 		o := t.owners[name]
@@ -332,11 +414,12 @@ func (t *table) tick(now time.Time) []Event {
 				delete(o.recs, k)
 			}
 		}
-		if !o.live && now.Sub(o.downAt) >= forget {
+		forget := !o.live && !now.Before(maxTime(t.expiry(o), o.downAt.Add(t.ttl)))
+		if forget {
 			o.recs = map[recKey]*record{}
 		}
 		evs = append(evs, t.sync(o, now)...)
-		if !o.live && now.Sub(o.downAt) >= forget && len(o.shown) == 0 {
+		if forget && len(o.shown) == 0 {
 			delete(t.owners, name)
 		}
 	}
@@ -344,7 +427,7 @@ func (t *table) tick(now time.Time) []Event {
 }
 
 func (t *table) activeLocked(o *ownerState, now time.Time) bool {
-	return o.known && (o.live || now.Sub(o.downAt) < t.grace)
+	return o.known && (o.live || now.Before(t.expiry(o)))
 }
 
 func (t *table) visibleLocked(o *ownerState, r *record, now time.Time) bool {

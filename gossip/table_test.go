@@ -40,7 +40,7 @@ func delta(owner string, rs ...wireRecord) wireGroup { return wireGroup{Owner: o
 func added(node string, e Endpoint) Event   { return Event{Kind: Added, Endpoint: e, Node: node} }
 func removed(node string, e Endpoint) Event { return Event{Kind: Removed, Endpoint: e, Node: node} }
 
-func newTestTable() *table { return newTable("self", selfInc, tGrace, tTTL) }
+func newTestTable() *table { return newTable("self", selfInc, tGrace, 0, tTTL) }
 
 func wantEvents(t *testing.T, what string, got []Event, want ...Event) {
 	t.Helper()
@@ -70,7 +70,7 @@ func applyD(tb *table, g wireGroup, now time.Time) []Event {
 
 func TestTableDeltaAddRemove(t *testing.T) {
 	tb := newTestTable()
-	wantEvents(t, "nodeUp", tb.nodeUp("B", bInc1, t0))
+	wantEvents(t, "nodeUp", tb.nodeUp("B", "", bInc1, t0))
 	evs, acc := tb.applyDelta(delta("B", rec(ep(5), bInc1, 1)), t0)
 	wantEvents(t, "add", evs, added("B", ep(5)))
 	if len(acc.Records) != 1 {
@@ -89,7 +89,7 @@ func TestTableDeltaAddRemove(t *testing.T) {
 
 func TestTableDuplicatesIgnored(t *testing.T) {
 	tb := newTestTable()
-	tb.nodeUp("B", bInc1, t0)
+	tb.nodeUp("B", "", bInc1, t0)
 	wantEvents(t, "first", applyD(tb, delta("B", rec(ep(5), bInc1, 1)), t0), added("B", ep(5)))
 	evs, acc := tb.applyDelta(delta("B", rec(ep(5), bInc1, 1)), t0)
 	wantEvents(t, "duplicate", evs)
@@ -103,7 +103,7 @@ func TestTableDuplicatesIgnored(t *testing.T) {
 
 func TestTableReorderedTombstoneFirst(t *testing.T) {
 	tb := newTestTable()
-	tb.nodeUp("B", bInc1, t0)
+	tb.nodeUp("B", "", bInc1, t0)
 	wantEvents(t, "tombstone first", applyD(tb, delta("B", tomb(ep(5), bInc1, 2)), t0))
 	wantEvents(t, "late add", applyD(tb, delta("B", rec(ep(5), bInc1, 1)), t0))
 	wantRemote(t, tb)
@@ -111,7 +111,7 @@ func TestTableReorderedTombstoneFirst(t *testing.T) {
 
 func TestTableReorderedUpdates(t *testing.T) {
 	tb := newTestTable()
-	tb.nodeUp("B", bInc1, t0)
+	tb.nodeUp("B", "", bInc1, t0)
 	v1, v2 := ep(5), ep(5)
 	v2.MAC = "02:42:0a:00:01:ff"
 	wantEvents(t, "v2 first", applyD(tb, delta("B", rec(v2, bInc1, 2)), t0), added("B", v2))
@@ -124,8 +124,8 @@ func TestTableReorderedUpdates(t *testing.T) {
 
 func TestTableResurrectionAttempts(t *testing.T) {
 	tb := newTestTable()
-	tb.nodeUp("B", bInc1, t0)
-	tb.nodeUp("C", 5000, t0)
+	tb.nodeUp("B", "", bInc1, t0)
+	tb.nodeUp("C", "", 5000, t0)
 	applyD(tb, delta("B", rec(ep(5), bInc1, 1)), t0)
 	applyD(tb, delta("B", tomb(ep(5), bInc1, 2)), t0)
 	// Replayed broadcast.
@@ -214,15 +214,15 @@ func TestTablePendingUntilOwnerLive(t *testing.T) {
 	if st := tb.state(t0); len(st.Groups) != 1 {
 		t.Fatalf("pending records relayed: %+v", st)
 	}
-	wantEvents(t, "owner joins", tb.nodeUp("B", bInc1, t0), added("B", ep(5)))
+	wantEvents(t, "owner joins", tb.nodeUp("B", "", bInc1, t0), added("B", ep(5)))
 }
 
 func TestTablePendingFutureIncarnation(t *testing.T) {
 	tb := newTestTable()
-	tb.nodeUp("B", bInc1, t0)
+	tb.nodeUp("B", "", bInc1, t0)
 	// B restarted, its delta overtakes its new memberlist metadata.
 	wantEvents(t, "future inc", applyD(tb, delta("B", rec(ep(5), bInc2, 1)), t0))
-	wantEvents(t, "metadata update", tb.nodeUp("B", bInc2, t0), added("B", ep(5)))
+	wantEvents(t, "metadata update", tb.nodeUp("B", "", bInc2, t0), added("B", ep(5)))
 }
 
 func TestTablePendingExpires(t *testing.T) {
@@ -236,7 +236,7 @@ func TestTablePendingExpires(t *testing.T) {
 
 func TestTableNodeFailureGraceAndReturn(t *testing.T) {
 	tb := newTestTable()
-	tb.nodeUp("B", bInc1, t0)
+	tb.nodeUp("B", "", bInc1, t0)
 	applyD(tb, delta("B", rec(ep(5), bInc1, 1), rec(ep(6), bInc1, 2)), t0)
 	wantEvents(t, "down", tb.nodeDown("B", t0))
 	wantEvents(t, "within grace", tb.tick(t0.Add(tGrace-time.Millisecond)))
@@ -250,7 +250,7 @@ func TestTableNodeFailureGraceAndReturn(t *testing.T) {
 		t.Fatalf("down owner relayed: %+v", st)
 	}
 	// Same process returns: restored.
-	wantEvents(t, "return", tb.nodeUp("B", bInc1, t0.Add(time.Minute)), added("B", ep(5)))
+	wantEvents(t, "return", tb.nodeUp("B", "", bInc1, t0.Add(time.Minute)), added("B", ep(5)))
 	// Its full state then arrives and agrees: no churn.
 	st := wireState{From: "B", Inc: bInc1, Clock: 3, Groups: []wireGroup{delta("B", rec(ep(5), bInc1, 1), tomb(ep(6), bInc1, 3))}}
 	wantEvents(t, "state after return", tb.applyState(st, t0.Add(time.Minute)))
@@ -259,35 +259,35 @@ func TestTableNodeFailureGraceAndReturn(t *testing.T) {
 
 func TestTableNodeReturnsWithinGrace(t *testing.T) {
 	tb := newTestTable()
-	tb.nodeUp("B", bInc1, t0)
+	tb.nodeUp("B", "", bInc1, t0)
 	applyD(tb, delta("B", rec(ep(5), bInc1, 1)), t0)
 	tb.nodeDown("B", t0)
-	wantEvents(t, "back within grace", tb.nodeUp("B", bInc1, t0.Add(time.Second)))
+	wantEvents(t, "back within grace", tb.nodeUp("B", "", bInc1, t0.Add(time.Second)))
 	wantEvents(t, "old grace deadline", tb.tick(t0.Add(time.Hour)))
 	wantRemote(t, tb, ep(5))
 }
 
 func TestTableZeroGrace(t *testing.T) {
-	tb := newTable("self", selfInc, 0, tTTL)
-	tb.nodeUp("B", bInc1, t0)
+	tb := newTable("self", selfInc, 0, 0, tTTL)
+	tb.nodeUp("B", "", bInc1, t0)
 	applyD(tb, delta("B", rec(ep(5), bInc1, 1)), t0)
 	wantEvents(t, "down", tb.nodeDown("B", t0), removed("B", ep(5)))
-	wantEvents(t, "back", tb.nodeUp("B", bInc1, t0), added("B", ep(5)))
-	tb2 := newTable("self", selfInc, -time.Second, tTTL)
-	tb2.nodeUp("B", bInc1, t0)
+	wantEvents(t, "back", tb.nodeUp("B", "", bInc1, t0), added("B", ep(5)))
+	tb2 := newTable("self", selfInc, -time.Second, 0, tTTL)
+	tb2.nodeUp("B", "", bInc1, t0)
 	applyD(tb2, delta("B", rec(ep(5), bInc1, 1)), t0)
 	wantEvents(t, "negative grace down", tb2.nodeDown("B", t0), removed("B", ep(5)))
 }
 
 func TestTableOwnerRestartAfterGrace(t *testing.T) {
 	tb := newTestTable()
-	tb.nodeUp("B", bInc1, t0)
+	tb.nodeUp("B", "", bInc1, t0)
 	applyD(tb, delta("B", rec(ep(5), bInc1, 1), rec(ep(6), bInc1, 2)), t0)
 	tb.nodeDown("B", t0)
 	wantEvents(t, "grace over", tb.tick(t0.Add(tGrace)), removed("B", ep(5)), removed("B", ep(6)))
 	// New process: old records are not restored.
 	t1 := t0.Add(time.Minute)
-	wantEvents(t, "new incarnation joins", tb.nodeUp("B", bInc2, t1))
+	wantEvents(t, "new incarnation joins", tb.nodeUp("B", "", bInc2, t1))
 	// Stale copies of the old incarnation are refused.
 	wantEvents(t, "old inc delta", applyD(tb, delta("B", rec(ep(6), bInc1, 7)), t1))
 	// The new process republishes ep5 only (its seq restarts at 1).
@@ -300,11 +300,11 @@ func TestTableOwnerRestartAfterGrace(t *testing.T) {
 
 func TestTableOwnerFastRestart(t *testing.T) {
 	tb := newTestTable()
-	tb.nodeUp("B", bInc1, t0)
-	tb.nodeUp("C", 5000, t0)
+	tb.nodeUp("B", "", bInc1, t0)
+	tb.nodeUp("C", "", 5000, t0)
 	applyD(tb, delta("B", rec(ep(5), bInc1, 10), rec(ep(6), bInc1, 11)), t0)
 	// B crashes and restarts before anyone noticed: memberlist reports new meta.
-	wantEvents(t, "meta update", tb.nodeUp("B", bInc2, t0.Add(time.Second)))
+	wantEvents(t, "meta update", tb.nodeUp("B", "", bInc2, t0.Add(time.Second)))
 	wantRemote(t, tb, ep(5), ep(6)) // old records kept during grace
 	// The new process publishes ep5 again with a lower seq: replaces, no churn.
 	wantEvents(t, "republish", applyD(tb, delta("B", rec(ep(5), bInc2, 1)), t0.Add(time.Second)))
@@ -324,9 +324,9 @@ func TestTableOwnerFastRestart(t *testing.T) {
 
 func TestTableOwnerRestartPrevWindowExpires(t *testing.T) {
 	tb := newTestTable()
-	tb.nodeUp("B", bInc1, t0)
+	tb.nodeUp("B", "", bInc1, t0)
 	applyD(tb, delta("B", rec(ep(5), bInc1, 1), rec(ep(6), bInc1, 2)), t0)
-	tb.nodeUp("B", bInc2, t0)
+	tb.nodeUp("B", "", bInc2, t0)
 	applyD(tb, delta("B", rec(ep(5), bInc2, 1)), t0)
 	wantEvents(t, "window open", tb.tick(t0.Add(tGrace-time.Millisecond)))
 	wantEvents(t, "window over", tb.tick(t0.Add(tGrace)), removed("B", ep(6)))
@@ -335,11 +335,11 @@ func TestTableOwnerRestartPrevWindowExpires(t *testing.T) {
 
 func TestTableOwnerRestartClockBackwards(t *testing.T) {
 	tb := newTestTable()
-	tb.nodeUp("B", bInc2, t0)
+	tb.nodeUp("B", "", bInc2, t0)
 	applyD(tb, delta("B", rec(ep(5), bInc2, 50)), t0)
 	// New process got a smaller boot id (clock stepped back): memberlist
 	// metadata is authoritative.
-	tb.nodeUp("B", bInc1, t0)
+	tb.nodeUp("B", "", bInc1, t0)
 	e := ep(5)
 	e.MAC = "02:42:0a:00:01:aa"
 	wantEvents(t, "lower inc is current", applyD(tb, delta("B", rec(e, bInc1, 1)), t0), removed("B", ep(5)), added("B", e))
@@ -347,7 +347,7 @@ func TestTableOwnerRestartClockBackwards(t *testing.T) {
 
 func TestTableAuthoritativeState(t *testing.T) {
 	tb := newTestTable()
-	tb.nodeUp("B", bInc1, t0)
+	tb.nodeUp("B", "", bInc1, t0)
 	applyD(tb, delta("B", rec(ep(1), bInc1, 1), rec(ep(2), bInc1, 2), rec(ep(9), bInc1, 9)), t0)
 	// B's state at clock 8 lists ep1 only. ep2 was withdrawn and its tombstone
 	// already expired at B; ep9 (seq 9) is newer than the state: kept.
@@ -363,7 +363,7 @@ func TestTableAuthoritativeState(t *testing.T) {
 
 func TestTableStateOfStaleIncarnationNotAuthoritative(t *testing.T) {
 	tb := newTestTable()
-	tb.nodeUp("B", bInc2, t0)
+	tb.nodeUp("B", "", bInc2, t0)
 	applyD(tb, delta("B", rec(ep(1), bInc2, 1)), t0)
 	st := wireState{From: "B", Inc: bInc1, Clock: 100}
 	wantEvents(t, "stale state", tb.applyState(st, t0))
@@ -372,7 +372,7 @@ func TestTableStateOfStaleIncarnationNotAuthoritative(t *testing.T) {
 
 func TestTableTombstoneExpiry(t *testing.T) {
 	tb := newTestTable()
-	tb.nodeUp("B", bInc1, t0)
+	tb.nodeUp("B", "", bInc1, t0)
 	applyD(tb, delta("B", rec(ep(5), bInc1, 1)), t0)
 	applyD(tb, delta("B", tomb(ep(5), bInc1, 2)), t0)
 	tb.tick(t0.Add(tTTL - time.Millisecond))
@@ -401,7 +401,7 @@ func TestTableTombstoneExpiry(t *testing.T) {
 
 func TestTableForgetsDepartedOwner(t *testing.T) {
 	tb := newTestTable()
-	tb.nodeUp("B", bInc1, t0)
+	tb.nodeUp("B", "", bInc1, t0)
 	applyD(tb, delta("B", rec(ep(5), bInc1, 1)), t0)
 	tb.nodeDown("B", t0)
 	tb.tick(t0.Add(tGrace))
@@ -413,7 +413,7 @@ func TestTableForgetsDepartedOwner(t *testing.T) {
 
 func TestTableRejectsMalformed(t *testing.T) {
 	tb := newTestTable()
-	tb.nodeUp("B", bInc1, t0)
+	tb.nodeUp("B", "", bInc1, t0)
 	bad := []wireRecord{
 		rec(Endpoint{Network: "net1", EndpointID: "x", IP: "fe80::1", MAC: "02:42:0a:00:01:05", VTEP: "1.2.3.4"}, bInc1, 1),
 		rec(Endpoint{Network: "net1", EndpointID: "x", IP: "10.0.0.1/24", MAC: "02:42:0a:00:01:05", VTEP: "1.2.3.4"}, bInc1, 1),
@@ -458,5 +458,66 @@ func TestWireRoundTrip(t *testing.T) {
 	}
 	if _, err := decodeMeta([]byte("junk")); err == nil {
 		t.Fatal("junk meta accepted")
+	}
+}
+
+// A node whose plugin stops (restart, upgrade, disable) while its host stays in
+// the swarm keeps its records for the host-up grace: its containers' data plane
+// still works. Once the swarm reports the host gone, the short grace applies.
+func TestTableHostUpGraceAndHostGone(t *testing.T) {
+	const hostUp = 10 * time.Minute
+	tb := newTable("self", selfInc, tGrace, hostUp, tTTL)
+	tb.nodeUp("B", "192.168.77.20", bInc1, t0) // gossip address differs from the VTEP
+	tb.nodeUp("C", "192.168.77.3", 5000, t0)
+	applyD(tb, delta("B", rec(ep(5), bInc1, 1)), t0)
+	c := ep(6)
+	c.VTEP = "192.168.77.3"
+	applyD(tb, delta("C", rec(c, 5000, 1)), t0)
+
+	tb.nodeDown("B", t0)
+	wantEvents(t, "short grace over, host not reported gone", tb.tick(t0.Add(5*tGrace)))
+	wantRemote(t, tb, ep(5), c)
+
+	// The swarm reports B's host gone (by its VTEP, not its gossip address):
+	// the records go GracePeriod later.
+	t1 := t0.Add(time.Minute)
+	if n, evs := tb.hostGone("192.168.77.2", t1); n != 1 || len(evs) != 0 {
+		t.Fatalf("hostGone matched %d owners, events %+v; want 1, none", n, evs)
+	}
+	wantEvents(t, "within grace of the report", tb.tick(t1.Add(tGrace-time.Millisecond)))
+	wantEvents(t, "grace after the report", tb.tick(t1.Add(tGrace)), removed("B", ep(5)))
+	wantRemote(t, tb, c)
+
+	// C: reported gone while still a live member: nothing changes until it
+	// fails, then the short grace applies from its failure.
+	if n, _ := tb.hostGone("192.168.77.3", t1); n != 1 {
+		t.Fatalf("hostGone by gossip address matched %d owners", n)
+	}
+	wantRemote(t, tb, c)
+	t2 := t1.Add(time.Hour)
+	wantEvents(t, "C fails", tb.nodeDown("C", t2))
+	wantEvents(t, "C grace over", tb.tick(t2.Add(tGrace)), removed("C", c))
+
+	// Without a report the host-up grace bounds how long records stay.
+	tb2 := newTable("self", selfInc, tGrace, hostUp, tTTL)
+	tb2.nodeUp("B", "", bInc1, t0)
+	applyD(tb2, delta("B", rec(ep(5), bInc1, 1)), t0)
+	tb2.nodeDown("B", t0)
+	wantEvents(t, "host back before failure", tb2.hostBack("192.168.77.2", t0))
+	wantEvents(t, "within host-up grace", tb2.tick(t0.Add(hostUp-time.Millisecond)))
+	wantEvents(t, "host-up grace over", tb2.tick(t0.Add(hostUp)), removed("B", ep(5)))
+
+	// A report withdrawn by hostBack (the host rejoined the swarm) restores
+	// the long grace.
+	tb3 := newTable("self", selfInc, tGrace, hostUp, tTTL)
+	tb3.nodeUp("B", "", bInc1, t0)
+	applyD(tb3, delta("B", rec(ep(5), bInc1, 1)), t0)
+	tb3.nodeDown("B", t0)
+	tb3.hostGone("192.168.77.2", t0)
+	wantEvents(t, "host back", tb3.hostBack("192.168.77.2", t0.Add(time.Second)))
+	wantEvents(t, "after the short grace", tb3.tick(t0.Add(2*tGrace)))
+	wantRemote(t, tb3, ep(5))
+	if n, _ := tb3.hostGone("", t0); n != 0 {
+		t.Fatalf("empty address matched %d owners", n)
 	}
 }

@@ -63,6 +63,8 @@ func (c *control) withPort(addr string) string {
 // Control is the driver's view.
 func (c *control) Control() driver.Control { return c }
 
+var _ driver.HostWatcher = (*control)(nil)
+
 // Attach gives the control plane the driver to apply remote changes to.
 func (c *control) Attach(d *driver.Driver) {
 	c.mu.Lock()
@@ -104,6 +106,8 @@ func (c *control) SetVTEP(addr string) {
 		AdvertiseAddr: addr,
 		Key:           c.s.GossipKey,
 		Label:         c.s.GossipLabel,
+		GracePeriod:   graceSetting(c.s.NodeGoneGrace),
+		HostUpGrace:   graceSetting(c.s.PluginDownGrace),
 		Log:           c.log,
 	}, func(ev gossip.Event) {
 		select {
@@ -289,6 +293,36 @@ func (c *control) swarmManagers() []string {
 		}
 	}
 	return out
+}
+
+// graceSetting maps a grace setting to gossip.Config, where 0 means the default and a negative value none.
+func graceSetting(d time.Duration) time.Duration {
+	if d == 0 {
+		return gossip.NoGracePeriod
+	}
+	return d
+}
+
+// HostGone: libnetwork reports the node with address addr gone (DiscoverDelete); its endpoints go a
+// short grace period after its agent is silent, instead of the long one for a plugin restart.
+func (c *control) HostGone(addr string) int {
+	c.mu.Lock()
+	a := c.agent
+	c.mu.Unlock()
+	if a == nil {
+		return 0
+	}
+	return a.HostGone(addr)
+}
+
+// HostBack: the node with address addr is back in the swarm (DiscoverNew).
+func (c *control) HostBack(addr string) {
+	c.mu.Lock()
+	a := c.agent
+	c.mu.Unlock()
+	if a != nil {
+		a.HostBack(addr)
+	}
 }
 
 // Close leaves the gossip cluster.

@@ -36,6 +36,11 @@ type settings struct {
 	DockerSocket  string
 	MetricsAddr   string
 	SweepInterval time.Duration
+	// NodeGoneGrace: endpoints of a node that swarm reports gone are removed this long after its
+	// plugin is silent too. PluginDownGrace: how long the endpoints of a node whose plugin is silent
+	// but whose host is still in the swarm are kept (its containers still work).
+	NodeGoneGrace   time.Duration
+	PluginDownGrace time.Duration
 }
 
 func loadSettings(env func(string) string) (settings, error) {
@@ -103,6 +108,12 @@ func loadSettings(env func(string) string) (settings, error) {
 	}
 	if s.SweepInterval, err = time.ParseDuration(get("SWEEP_INTERVAL", "30s")); err != nil || s.SweepInterval < time.Second {
 		return s, fmt.Errorf("setting SWEEP_INTERVAL: want a duration of at least 1s, got %q", get("SWEEP_INTERVAL", ""))
+	}
+	if s.NodeGoneGrace, err = time.ParseDuration(get("NODE_GONE_GRACE", "10s")); err != nil || s.NodeGoneGrace < 0 {
+		return s, fmt.Errorf("setting NODE_GONE_GRACE: want a duration of 0s or more, got %q", get("NODE_GONE_GRACE", ""))
+	}
+	if s.PluginDownGrace, err = time.ParseDuration(get("PLUGIN_DOWN_GRACE", "10m")); err != nil || s.PluginDownGrace < s.NodeGoneGrace {
+		return s, fmt.Errorf("setting PLUGIN_DOWN_GRACE: want a duration of at least NODE_GONE_GRACE (%s), got %q", s.NodeGoneGrace, get("PLUGIN_DOWN_GRACE", ""))
 	}
 	return s, nil
 }
