@@ -79,8 +79,8 @@ func newTable(self string, inc uint64, grace, hostUpGrace, ttl time.Duration) *t
 		grace:       grace,
 		hostUpGrace: max(hostUpGrace, grace),
 		ttl:         ttl,
-		local:  make(map[recKey]*record),
-		owners: make(map[string]*ownerState),
+		local:       make(map[recKey]*record),
+		owners:      make(map[string]*ownerState),
 	}
 }
 
