@@ -303,6 +303,13 @@ func TestVxsafeMultiNode(t *testing.T) {
 		return nil
 	})
 	t.Logf("TIMING failed node's endpoints removed after %.2fs", took.Seconds())
+	// They went because swarm itself reported n2 gone (DiscoverDelete), not only because its plugin fell
+	// silent: a silent plugin on a node still in the swarm keeps its endpoints (PLUGIN_DOWN_GRACE).
+	if line := logLine(pluginLogSince(nodes[0], 0), "node gone", "node="+nodes[1].Addr); line == "" {
+		t.Errorf("n1's plugin did not log DiscoverDelete for n2 (%s)", nodes[1].Addr)
+	} else {
+		t.Logf("n1: %s", line)
+	}
 	if err := c.SetNodeLink(nodes[1], true); err != nil {
 		t.Fatal(err)
 	}
