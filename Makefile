@@ -6,6 +6,7 @@ VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 TESTFLAGS ?=
 FUZZTIME ?= 10s
+REGISTRY ?=
 
 .PHONY: all build rootfs plugin upgrade push test unit fuzz bench demo vet fmt clean
 
@@ -29,14 +30,11 @@ plugin: rootfs
 	docker plugin create $(PLUGIN):$(TAG) .
 	docker plugin enable $(PLUGIN):$(TAG)
 
-## upgrade: replace the running plugin's binary in place, keeping its settings and networks
+## upgrade: replace the installed $(PLUGIN):$(TAG) by this build, keeping its settings, mounts and networks
+##          (scripts/upgrade-plugin). REGISTRY=host:port pushes the build there and runs `docker plugin
+##          upgrade`; without it the plugin is re-created from the bundle and its settings set again.
 upgrade: rootfs
-	-docker plugin rm -f $(PLUGIN):next 2>/dev/null
-	docker plugin create $(PLUGIN):next .
-	docker plugin push $(PLUGIN):next 2>/dev/null || true
-	docker plugin disable -f $(PLUGIN):$(TAG)
-	docker plugin upgrade --grant-all-permissions --skip-remote-check $(PLUGIN):$(TAG) $(PLUGIN):next
-	docker plugin enable $(PLUGIN):$(TAG)
+	PLUGIN=$(PLUGIN):$(TAG) BUNDLE=$(CURDIR) REGISTRY=$(REGISTRY) VERSION=$(VERSION) scripts/upgrade-plugin
 
 ## push: push $(PLUGIN):$(TAG) to its registry
 push:

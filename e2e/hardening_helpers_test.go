@@ -544,3 +544,22 @@ func TestRogueGossipAgent(t *testing.T) {
 	}
 	_, _ = io.Copy(io.Discard, os.Stdin) // until the test is done with it
 }
+
+// upgradeScript runs scripts/upgrade-plugin (what `make upgrade` runs) against node n with bundle as the
+// new build and extra environment settings.
+func upgradeScript(t *testing.T, n *cluster.Node, bundle string, env ...string) {
+	t.Helper()
+	script, err := filepath.Abs("../scripts/upgrade-plugin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, script)
+	cmd.Env = append(n.CommandEnv(), append([]string{"PLUGIN=" + pluginName, "BUNDLE=" + bundle}, env...)...)
+	out, err := cmd.CombinedOutput()
+	t.Logf("UPGRADE %s", strings.ReplaceAll(strings.TrimSpace(string(out)), "\n", "\n    "))
+	if err != nil {
+		t.Fatalf("scripts/upgrade-plugin on %s: %v", n.Name, err)
+	}
+}

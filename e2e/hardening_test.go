@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -196,8 +197,8 @@ func TestHardeningRestarts(t *testing.T) {
 	})
 
 	t.Run("upgrade", func(t *testing.T) {
-		// `docker plugin upgrade` takes the new version from a registry only: serve one on n2's loopback,
-		// push the new build to it, and upgrade from there.
+		// `make upgrade REGISTRY=...` (scripts/upgrade-plugin): `docker plugin upgrade` takes the new
+		// version from a registry only, so serve one on n2's loopback for the script to push to.
 		next := copyBundle(t, pluginBundle(t), "e2e-next")
 		reg := newRegistry()
 		l, err := listenIn(n2.NetnsPath(), "127.0.0.1:5000")
@@ -207,32 +208,18 @@ func TestHardeningRestarts(t *testing.T) {
 		srv := &http.Server{Handler: reg, ReadHeaderTimeout: 10 * time.Second}
 		go srv.Serve(l)
 		t.Cleanup(func() { srv.Close() })
-		const ref = "localhost:5000/vxsafe/overlay:next"
-		docker(t, n2, "plugin", "create", ref, next)
-		docker(t, n2, "plugin", "push", ref)
-		docker(t, n2, "plugin", "rm", ref)
+		const ref = "localhost:5000/vxsafe/overlay:e2e-next"
 		offset := len(n2.Log())
 		const settings = "{{json .Settings.Env}} {{range .Settings.Mounts}}{{.Name}}={{.Source}} {{end}}"
 		before := docker(t, n2, "plugin", "inspect", "-f", settings, pluginName)
 		measure(t, "upgrade", func(t *testing.T) {
-			docker(t, n2, "plugin", "disable", "-f", pluginName)
-			docker(t, n2, "plugin", "upgrade", "--grant-all-permissions", "--skip-remote-check", pluginName, ref)
-			// The upgrade takes the mounts' sources from the new config.json: set them again (the env
-			// settings survive), before the plugin starts on a state directory of the wrong place.
-			after := docker(t, n2, "plugin", "inspect", "-f", settings, pluginName)
-			t.Logf("settings before the upgrade: %s", before)
-			t.Logf("settings after the upgrade:  %s", after)
-			docker(t, n2, "plugin", "set", pluginName, cluster.StateMount+".source="+n2.StateDir(), cluster.DockerSocketMount+".source="+n2.Socket)
-			docker(t, n2, "plugin", "enable", pluginName)
+			upgradeScript(t, n2, next, "REGISTRY=localhost:5000", "VERSION=e2e-next")
 		})
 		if got := docker(t, n2, "plugin", "inspect", "-f", "{{.PluginReference}}", pluginName); got != ref {
 			t.Errorf("plugin reference after the upgrade: %q, want %q", got, ref)
 		}
-		env := docker(t, n2, "plugin", "inspect", "-f", "{{.Settings.Env}}", pluginName)
-		for _, want := range []string{"METRICS_ADDR=" + metricsAddr, "GOSSIP_KEY=" + gossipKey} {
-			if !strings.Contains(env, want) {
-				t.Errorf("setting %s lost in the upgrade: %s", want, env)
-			}
+		if after := docker(t, n2, "plugin", "inspect", "-f", settings, pluginName); after != before {
+			t.Errorf("settings changed by the upgrade:\nbefore %s\nafter  %s", before, after)
 		}
 		if line := logLine(pluginLogSince(n2, offset), "vxsafe starting", "version=e2e-next"); line == "" {
 			t.Errorf("the upgraded plugin did not start with the new build; plugin log:\n%s", pluginLogSince(n2, offset))
@@ -240,21 +227,52 @@ func TestHardeningRestarts(t *testing.T) {
 	})
 
 	t.Run("reinstall", func(t *testing.T) {
-		// Without a registry: remove the plugin and create it again from the new build (what `make
-		// plugin` does); the state directory on the host carries the networks over.
+		// `make upgrade` without a registry: the script removes the plugin, creates it again from the new
+		// build and sets its settings again; the state directory on the host carries the networks over.
 		next := copyBundle(t, pluginBundle(t), "e2e-reinstall")
 		offset := len(n2.Log())
+		const settings = "{{json .Settings.Env}} {{range .Settings.Mounts}}{{.Name}}={{.Source}} {{end}}"
+		before := docker(t, n2, "plugin", "inspect", "-f", settings, pluginName)
 		measure(t, "reinstall", func(t *testing.T) {
-			docker(t, n2, "plugin", "disable", "-f", pluginName)
-			docker(t, n2, "plugin", "rm", "-f", pluginName)
-			docker(t, n2, "plugin", "create", pluginName, next)
-			docker(t, n2, "plugin", "set", pluginName, cluster.StateMount+".source="+n2.StateDir(), cluster.DockerSocketMount+".source="+n2.Socket,
-				"LOG_LEVEL=debug", "SWEEP_INTERVAL=5s", "METRICS_ADDR="+metricsAddr, "GOSSIP_KEY="+gossipKey)
-			docker(t, n2, "plugin", "enable", pluginName)
+			upgradeScript(t, n2, next)
 		})
+		if after := docker(t, n2, "plugin", "inspect", "-f", settings, pluginName); after != before {
+			t.Errorf("settings changed by the reinstall:\nbefore %s\nafter  %s", before, after)
+		}
 		if line := logLine(pluginLogSince(n2, offset), "vxsafe starting", "version=e2e-reinstall"); line == "" {
 			t.Errorf("the reinstalled plugin did not start with the new build")
 		}
+	})
+
+	t.Run("disabled longer than the node-gone grace", func(t *testing.T) {
+		// n2's plugin stays disabled for 15 s after n1 notices, longer than NODE_GONE_GRACE (10 s). n2 is
+		// still in the swarm (no DiscoverDelete), so n1 keeps c2's forwarding entry (PLUGIN_DOWN_GRACE)
+		// and c2, whose interface lives in the kernel, stays reachable throughout.
+		offset := len(n1.Log())
+		mac2 := containerMAC(t, n2, "c2", "hr")
+		measure(t, "disabled for 15s", func(t *testing.T) {
+			docker(t, n2, "plugin", "disable", "-f", pluginName)
+			poll(t, 30*time.Second, "n1 notices that n2's plugin is gone", func() error {
+				if logLine(pluginLogSince(n1, offset), "gossip member left or failed") == "" {
+					return errors.New("not in n1's plugin log yet")
+				}
+				return nil
+			})
+			noticed := time.Now()
+			for time.Since(noticed) < 15*time.Second {
+				fdb, err := fdbEntries(n1, dev)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fdb[mac2] != n2.Addr {
+					t.Fatalf("c2's FDB entry on n1 gone %.1fs after n1 noticed n2's plugin down, with n2 still in the swarm: %v",
+						time.Since(noticed).Seconds(), fdb)
+				}
+				time.Sleep(500 * time.Millisecond) // observing that nothing changes for 15 s
+			}
+			t.Logf("RESTART disabled: c2's FDB entry kept on n1 for %.1fs after n1 noticed n2's plugin down", time.Since(noticed).Seconds())
+			docker(t, n2, "plugin", "enable", pluginName)
+		})
 	})
 
 	// dockerd restarts (live-restore off: swarm mode refuses --live-restore). The containers stop with

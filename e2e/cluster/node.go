@@ -530,3 +530,9 @@ func cliEnv(configDir string) []string {
 	}
 	return append(env, "DOCKER_CONFIG="+configDir)
 }
+
+// CommandEnv is the environment for a program that runs the docker CLI against this node: DOCKER_HOST
+// is the node's socket, DOCKER the CLI the harness uses, and the CLI's configuration is private.
+func (n *Node) CommandEnv() []string {
+	return append(cliEnv(filepath.Join(n.c.dir, "docker-cli")), "DOCKER_HOST=unix://"+n.Socket, "DOCKER="+dockerCLI())
+}
