@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -308,48 +309,67 @@ func stacksOnParent(l netlink.Link) bool {
 	return false
 }
 
+// ErrDeviceGone: a device found by a scan disappeared, or its ifindex or its namespace now belongs to
+// another, before it could be deleted.
+var ErrDeviceGone = errors.New("no longer there")
+
 // DeleteDevice removes a device found by a scan, after checking that its namespace is still the same one
-// (by inode) and that its ifindex still carries its name.
+// (by inode) and that its ifindex still carries its name. It returns an error wrapping ErrDeviceGone when
+// there was nothing left to delete.
 func (m *Manager) DeleteDevice(d Device) error {
 	if !d.NS.Host {
 		ino, err := nsInode(d.NS.Path)
 		if err != nil || ino != d.NS.Ino {
-			return fmt.Errorf("%s: its namespace is gone or was replaced; not deleting", d)
+			return fmt.Errorf("%s: its namespace is gone or was replaced: %w", d, ErrDeviceGone)
 		}
 	}
-	return m.deleteDevice(d)
+	gone, err := m.deleteLink(d)
+	if err == nil && gone {
+		return fmt.Errorf("%s: %w", d, ErrDeviceGone)
+	}
+	return err
 }
 
-// deleteDevice removes a device found by a scan, in whatever namespace it sits.
+// deleteDevice removes a device found by a scan, in whatever namespace it sits; a device already gone is
+// not an error.
 func (m *Manager) deleteDevice(d Device) error {
+	_, err := m.deleteLink(d)
+	return err
+}
+
+// deleteLink deletes the device and reports whether it was gone already (or its ifindex reused).
+func (m *Manager) deleteLink(d Device) (gone bool, err error) {
 	if err := m.hooks.check(StepDeleteStale); err != nil {
-		return err
+		return false, err
 	}
 	h := m.h
 	if !d.NS.Host {
 		fd, err := netns.GetFromPath(d.NS.Path)
 		if err != nil {
-			return fmt.Errorf("opening %s: %w", d.NS.Desc, err)
+			return false, fmt.Errorf("opening %s: %w", d.NS.Desc, err)
 		}
 		defer fd.Close()
 		h, err = netlink.NewHandleAt(fd)
 		if err != nil {
-			return fmt.Errorf("netlink in %s: %w", d.NS.Desc, err)
+			return false, fmt.Errorf("netlink in %s: %w", d.NS.Desc, err)
 		}
 		defer h.Close()
 	}
 	l, err := h.LinkByIndex(d.Index)
 	if err != nil {
 		if isNotFound(err) {
-			return nil
+			return true, nil
 		}
-		return err
+		return false, fmt.Errorf("looking up %s: %w", d, err)
 	}
 	if l.Attrs().Name != d.Name {
-		return nil // gone, and the index reused
+		return true, nil // gone, and the index reused
 	}
-	if err := h.LinkDel(l); err != nil && !isNotFound(err) {
-		return err
+	if err := h.LinkDel(l); err != nil {
+		if isNotFound(err) {
+			return true, nil
+		}
+		return false, fmt.Errorf("deleting %s: %w", d, err)
 	}
-	return nil
+	return false, nil
 }

@@ -308,7 +308,7 @@ func (d *doctor) run(stdout, stderr io.Writer, stdin io.Reader) int {
 			continue
 		}
 		o.Reason = cur.Reason
-		switch err := deleteDevice(d.m, cur.dev); {
+		switch err := d.m.DeleteDevice(cur.dev); {
 		case err == nil:
 			fix.Removed = append(fix.Removed, o)
 			fmt.Fprintf(say, "removed %s (ifindex %d, %s): it %s\n", e.Name, e.Index, e.Namespace, cur.Reason)

@@ -1,7 +1,6 @@
 package doctor
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
@@ -12,7 +11,7 @@ import (
 )
 
 // errGone: the device disappeared (or its ifindex now names another device) before it could be deleted.
-var errGone = errors.New("no longer there")
+var errGone = dataplane.ErrDeviceGone
 
 // scan lists the VXLAN devices through the dataplane's scanner and finds, for each, the namespace that
 // holds its UDP socket: a device moved into another namespace keeps its VNI in the one it was created in.
@@ -229,44 +228,4 @@ func openNS(ns dataplane.Namespace) (netns.NsHandle, error) {
 		return 0, fmt.Errorf("%s: %w (another namespace is there now)", ns.Desc, errGone)
 	}
 	return fd, nil
-}
-
-// deleteDevice removes a scanned device, checking first that its ifindex still names it.
-// TODO(dataplane): replace with an exported (*dataplane.Manager).DeleteDevice when the lead adds one.
-func deleteDevice(m *dataplane.Manager, d dataplane.Device) error {
-	h := m.Handle()
-	if !d.NS.Host {
-		fd, err := openNS(d.NS)
-		if err != nil {
-			return err
-		}
-		defer fd.Close()
-		h, err = netlink.NewHandleAt(fd)
-		if err != nil {
-			return fmt.Errorf("netlink in %s: %w", d.NS.Desc, err)
-		}
-		defer h.Close()
-	}
-	l, err := h.LinkByIndex(d.Index)
-	if err != nil {
-		if isNotFound(err) {
-			return errGone
-		}
-		return fmt.Errorf("looking up %s: %w", d, err)
-	}
-	if _, ok := l.(*netlink.Vxlan); !ok || l.Attrs().Name != d.Name {
-		return errGone // gone, and the index reused
-	}
-	if err := h.LinkDel(l); err != nil {
-		if isNotFound(err) {
-			return errGone
-		}
-		return fmt.Errorf("deleting %s: %w", d, err)
-	}
-	return nil
-}
-
-func isNotFound(err error) bool {
-	var lnf netlink.LinkNotFoundError
-	return errors.As(err, &lnf) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT)
 }
