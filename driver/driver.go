@@ -311,13 +311,7 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 // CreateEndpoint records the endpoint; its interface is made in Join. The MAC is derived from the IP as
 // Docker overlay does, unless libnetwork set one; neither address nor MAC set by libnetwork is returned.
 func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
-	if err := netconfig.ValidateID("network", req.NetworkID); err != nil {
-		return nil, err
-	}
-	if err := netconfig.ValidateID("endpoint", req.EndpointID); err != nil {
-		return nil, err
-	}
-	ns, err := d.network(req.NetworkID)
+	ns, err := d.endpointNetwork(req.NetworkID, req.EndpointID)
 	if err != nil {
 		return nil, err
 	}
@@ -370,16 +364,21 @@ func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, 
 	}}, nil
 }
 
+// endpointNetwork validates the IDs of an endpoint request and returns the endpoint's network.
+func (d *Driver) endpointNetwork(netID, epID string) (*netState, error) {
+	if err := netconfig.ValidateID("network", netID); err != nil {
+		return nil, err
+	}
+	if err := netconfig.ValidateID("endpoint", epID); err != nil {
+		return nil, err
+	}
+	return d.network(netID)
+}
+
 // DeleteEndpoint removes the endpoint's interface (once libnetwork moved it back) and record, and the
 // network's device when no endpoint of the network is joined on this host any more.
 func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
-	if err := netconfig.ValidateID("network", req.NetworkID); err != nil {
-		return err
-	}
-	if err := netconfig.ValidateID("endpoint", req.EndpointID); err != nil {
-		return err
-	}
-	ns, err := d.network(req.NetworkID)
+	ns, err := d.endpointNetwork(req.NetworkID, req.EndpointID)
 	if err != nil {
 		return err
 	}
@@ -414,13 +413,7 @@ func (d *Driver) releaseDeviceLocked(ns *netState) {
 // Join makes the network's device (on the first endpoint), creates the endpoint's interface on it and
 // hands it to libnetwork, which moves it into the container as eth<N>.
 func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
-	if err := netconfig.ValidateID("network", req.NetworkID); err != nil {
-		return nil, err
-	}
-	if err := netconfig.ValidateID("endpoint", req.EndpointID); err != nil {
-		return nil, err
-	}
-	ns, err := d.network(req.NetworkID)
+	ns, err := d.endpointNetwork(req.NetworkID, req.EndpointID)
 	if err != nil {
 		return nil, err
 	}
@@ -512,13 +505,7 @@ func (d *Driver) countRemoved(removed []dataplane.Removed) {
 // Leave marks the endpoint as gone from its container and withdraws it from the other hosts. The
 // interface is still in the container now; libnetwork moves it back before DeleteEndpoint.
 func (d *Driver) Leave(req *network.LeaveRequest) error {
-	if err := netconfig.ValidateID("network", req.NetworkID); err != nil {
-		return err
-	}
-	if err := netconfig.ValidateID("endpoint", req.EndpointID); err != nil {
-		return err
-	}
-	ns, err := d.network(req.NetworkID)
+	ns, err := d.endpointNetwork(req.NetworkID, req.EndpointID)
 	if err != nil {
 		return err
 	}
