@@ -484,6 +484,10 @@ func (a *Agent) Stats() Stats {
 	return s
 }
 
+// Synced reports whether the agent has merged another member's full state since it started: only then
+// is its view of remote endpoints complete enough to remove what it does not list.
+func (a *Agent) Synced() bool { return a.syncsReceived.Load() > 0 }
+
 // HostGone tells the agent that the host with address addr (a node's gossip
 // or VTEP address) has left the cluster it belongs to, e.g. libnetwork's
 // DiscoverDelete: the records of its agent are removed GracePeriod after the
@@ -652,8 +656,8 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 		a.log.WithError(err).Debug("dropping gossip state")
 		return
 	}
-	a.syncsReceived.Add(1)
 	a.apply(func() []Event { return a.tbl.applyState(s, time.Now()) })
+	a.syncsReceived.Add(1)
 }
 
 // eventDelegate implements memberlist.EventDelegate for an Agent. memberlist

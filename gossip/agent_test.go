@@ -474,3 +474,16 @@ func TestAgentFastRestartWinsOverOldRecords(t *testing.T) {
 		t.Fatalf("B.Remote = %+v", got)
 	}
 }
+
+func TestAgentSyncedAfterFirstStateExchange(t *testing.T) {
+	a := startNode(t, "A", freePort(t), keyA, nil)
+	b := startNode(t, "B", freePort(t), keyA, nil)
+	if a.Synced() || b.Synced() {
+		t.Fatalf("synced before any exchange: A %v, B %v", a.Synced(), b.Synced())
+	}
+	if _, err := b.Join([]string{a.addr}); err != nil {
+		t.Fatal(err)
+	}
+	// The join itself is a push/pull: both sides merge the other's state.
+	waitFor(t, "A and B synced", func() bool { return a.Synced() && b.Synced() })
+}

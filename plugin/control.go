@@ -63,7 +63,20 @@ func (c *control) withPort(addr string) string {
 // Control is the driver's view.
 func (c *control) Control() driver.Control { return c }
 
-var _ driver.HostWatcher = (*control)(nil)
+var (
+	_ driver.HostWatcher = (*control)(nil)
+	_ driver.Synced      = (*control)(nil)
+)
+
+// Synced: the gossip agent runs and has merged another node's full state since this plugin started.
+// Until then the driver adds and replaces remote entries but removes none (a plugin that has just
+// restarted knows no remote endpoint yet, and its containers' entries in the kernel are still right).
+func (c *control) Synced() bool {
+	c.mu.Lock()
+	a := c.agent
+	c.mu.Unlock()
+	return a != nil && a.Synced()
+}
 
 // Attach gives the control plane the driver to apply remote changes to.
 func (c *control) Attach(d *driver.Driver) {
