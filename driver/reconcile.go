@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -328,6 +329,10 @@ func (d *Driver) reapDeadEndpoints() int {
 		ep store.EndpointRecord
 	}
 	var cands []candidate
+	// Sandbox keys share a few directories (dockerd's netns directory); when one key of a directory
+	// cannot be judged (the directory is visible in no mount namespace), none of that directory can: one
+	// scan of every process's mount namespace per directory, not per endpoint.
+	unknownDir := map[string]bool{}
 	for _, ns := range nets {
 		ns.mu.Lock()
 		if len(ns.joined) > 0 {
@@ -339,7 +344,15 @@ func (d *Driver) reapDeadEndpoints() int {
 				if !ep.Joined || !ns.joined[ep.EndpointID] || now.Sub(ep.Updated) < grace {
 					continue
 				}
-				if exists, known := d.dp.SandboxExists(ep.SandboxKey); !known || exists {
+				dir := filepath.Dir(ep.SandboxKey)
+				if unknownDir[dir] {
+					continue
+				}
+				exists, known := d.dp.SandboxExists(ep.SandboxKey)
+				if !known {
+					unknownDir[dir] = true
+				}
+				if !known || exists {
 					continue // alive, or no proof it is gone
 				}
 				cands = append(cands, candidate{ns, ep})
