@@ -47,6 +47,13 @@ func newHarness(t *testing.T) *harness {
 
 func startHarness(t *testing.T, host *nstest.NS, dir string, hooks *dataplane.Hooks) *harness {
 	t.Helper()
+	return startConfig(t, host, dir, hooks, Config{})
+}
+
+// startConfig runs a Driver configured by cfg (its Store, Dataplane, VNI range and Log are filled in here)
+// on a socket in dir, its state in dir and its "host" namespace host, and closes it when the test ends.
+func startConfig(t *testing.T, host *nstest.NS, dir string, hooks *dataplane.Hooks, cfg Config) *harness {
+	t.Helper()
 	logger, hook := test.NewNullLogger()
 	logger.SetLevel(logrus.DebugLevel)
 	log := logrus.NewEntry(logger)
@@ -58,7 +65,8 @@ func startHarness(t *testing.T, host *nstest.NS, dir string, hooks *dataplane.Ho
 	if err != nil {
 		t.Fatal(err)
 	}
-	drv, err := New(Config{Store: st, Dataplane: dp, VNIMin: 1048576, VNIMax: 1048676, Log: log})
+	cfg.Store, cfg.Dataplane, cfg.VNIMin, cfg.VNIMax, cfg.Log = st, dp, 1048576, 1048676, log
+	drv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/docker/go-plugins-helpers/network"
 	"github.com/sirupsen/logrus"
-	"github.com/sirupsen/logrus/hooks/test"
 	"github.com/vishvananda/netlink"
 	"github.com/vxsafe/overlay/dataplane"
 	"github.com/vxsafe/overlay/internal/nstest"
@@ -71,40 +69,7 @@ var deadGrace = -1 * time.Nanosecond
 // startWith is startHarness with a control plane and a VTEP.
 func startWith(t *testing.T, host *nstest.NS, dir string, hooks *dataplane.Hooks, ctl Control, vtep string) *harness {
 	t.Helper()
-	logger, hook := test.NewNullLogger()
-	logger.SetLevel(logrus.DebugLevel)
-	log := logrus.NewEntry(logger)
-	st, err := store.Open(filepath.Join(dir, "vxsafe.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dp, err := dataplane.New(dataplane.Options{NS: host.Handle, Log: log, Hooks: hooks})
-	if err != nil {
-		t.Fatal(err)
-	}
-	drv, err := New(Config{Store: st, Dataplane: dp, VNIMin: 1048576, VNIMax: 1048676, Log: log, Control: ctl, VTEP: vtep,
-		DeadEndpointGrace: deadGrace})
-	if err != nil {
-		t.Fatal(err)
-	}
-	drv.Reconcile()
-	sock := filepath.Join(dir, "vxsafe.sock")
-	l, err := Listen(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go Serve(l, Handler(drv, log, nil))
-	h := &harness{t: t, host: host, drv: drv, dp: dp, st: st, hooks: hooks, log: hook, dir: dir,
-		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-			}}}}
-	t.Cleanup(func() {
-		l.Close()
-		dp.Close()
-		st.Close()
-	})
-	return h
+	return startConfig(t, host, dir, hooks, Config{Control: ctl, VTEP: vtep, DeadEndpointGrace: deadGrace})
 }
 
 // crash stops a harness's driver as a killed process would: nothing is cleaned, the store's lock is
