@@ -55,13 +55,17 @@ func (m *Manager) CreateEndpointIf(spec EndpointSpec) ([]Removed, error) {
 	if err := m.h.LinkAdd(mv); err != nil {
 		return removed, fmt.Errorf("creating %s on ifindex %d: %w", spec, spec.ParentIndex, err)
 	}
-	l, err := m.h.LinkByName(spec.Name)
-	if err == nil {
-		err = m.h.LinkSetAlias(l, EndpointAlias(spec.NetworkID, spec.EndpointID))
+	// The kernel ignores an alias in the create request (IFLA_IFALIAS is applied only to existing links),
+	// so it is set right after. LinkAdd has already looked the new link up to fill in its ifindex.
+	var err error
+	if mv.Index == 0 {
+		err = fmt.Errorf("interface %q not found after creating it", spec.Name)
+	} else {
+		err = m.h.LinkSetAlias(mv, EndpointAlias(spec.NetworkID, spec.EndpointID))
 	}
 	if err != nil {
-		if l != nil {
-			_ = m.h.LinkDel(l)
+		if mv.Index != 0 {
+			_ = m.h.LinkDel(mv)
 		}
 		return removed, fmt.Errorf("configuring new %s: %w", spec, err)
 	}
