@@ -32,8 +32,16 @@ import (
 // listenIn listens on a TCP address inside the network namespace at nsPath (see dialIn). The listener
 // keeps the namespace; Accept works from any thread.
 func listenIn(nsPath, addr string) (net.Listener, error) {
+	return inNetNS(nsPath, func() (net.Listener, error) { return net.Listen("tcp", addr) })
+}
+
+// inNetNS runs open on an OS thread switched into the network namespace at nsPath and returns what it
+// made (a socket keeps the namespace it was created in). The thread is switched back before it is
+// released, and never released if that fails: it exits with its goroutine instead of running others in
+// the wrong namespace, and what open made is closed.
+func inNetNS[T io.Closer](nsPath string, open func() (T, error)) (T, error) {
 	type result struct {
-		l   net.Listener
+		v   T
 		err error
 	}
 	ch := make(chan result, 1)
@@ -58,19 +66,19 @@ func listenIn(nsPath, addr string) (net.Listener, error) {
 			ch <- result{err: fmt.Errorf("entering %s: %w", nsPath, err)}
 			return
 		}
-		l, lerr := net.Listen("tcp", addr)
+		v, oerr := open()
 		if err := netns.Set(orig); err != nil {
-			if l != nil {
-				l.Close()
+			if any(v) != nil {
+				v.Close()
 			}
 			ch <- result{err: fmt.Errorf("returning from %s: %w", nsPath, err)}
 			return // thread stays locked and dies with the goroutine
 		}
 		runtime.UnlockOSThread()
-		ch <- result{l, lerr}
+		ch <- result{v, oerr}
 	}()
 	r := <-ch
-	return r.l, r.err
+	return r.v, r.err
 }
 
 // pluginPID returns the PID of the plugin process of plugin name on node n, verified to belong to that

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +12,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"github.com/vishvananda/netns"
 	"github.com/vxsafe/overlay/e2e/cluster"
 )
 
@@ -21,51 +19,10 @@ import (
 // "host", i.e. in its node's network namespace: the address is the node's loopback.
 const metricsAddr = "127.0.0.1:9323"
 
-// dialIn dials a TCP address from inside the network namespace at nsPath. The socket is created on an OS
-// thread switched into that namespace and keeps it; the thread is switched back before it is released
-// (and never released if that fails).
+// dialIn dials a TCP address from inside the network namespace at nsPath; the connection keeps the
+// namespace (see inNetNS).
 func dialIn(ctx context.Context, nsPath, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: err}
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(nsPath)
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("opening %s: %w", nsPath, err)}
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("entering %s: %w", nsPath, err)}
-			return
-		}
-		c, derr := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: it exits with this goroutine instead of running others in the
-			// wrong namespace.
-			if c != nil {
-				c.Close()
-			}
-			ch <- result{err: fmt.Errorf("returning from %s: %w", nsPath, err)}
-			return
-		}
-		runtime.UnlockOSThread()
-		ch <- result{c, derr}
-	}()
-	r := <-ch
-	return r.c, r.err
+	return inNetNS(nsPath, func() (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "tcp", addr) })
 }
 
 // nodeHTTP is an HTTP client whose connections are made inside the node's network namespace.
