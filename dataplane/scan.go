@@ -123,10 +123,12 @@ func parseNsfsMount(line string) (string, bool) {
 	if !strings.HasPrefix(fields[3], "net:[") {
 		return "", false
 	}
-	return unescapeMount(fields[4]), true
+	return UnescapeMountPath(fields[4]), true
 }
 
-func unescapeMount(s string) string {
+// UnescapeMountPath undoes the octal escapes (\040 for a space, \011, \012, \134 ...) with which the
+// kernel writes paths in /proc/*/mountinfo; other text is returned as it is.
+func UnescapeMountPath(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s
 	}

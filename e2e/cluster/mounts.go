@@ -6,30 +6,14 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
 
+	"github.com/vxsafe/overlay/dataplane"
 	"golang.org/x/sys/unix"
 )
 
 // unescapeMountinfo undoes the octal escapes (\040 etc.) of /proc/*/mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+func unescapeMountinfo(s string) string { return dataplane.UnescapeMountPath(s) }
 
 // mountsBelow lists the mount points of this mount namespace that lie below
 // one of the prefixes (each ending in "/"), deepest first.
