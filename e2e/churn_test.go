@@ -213,7 +213,7 @@ func TestHardeningChurn(t *testing.T) {
 
 	// With the networks removed, the state files are empty.
 	for _, name := range nets {
-		docker(t, m, "network", "rm", name)
+		removeSwarmNetwork(t, m, name)
 	}
 	for _, n := range nodes {
 		poll(t, 30*time.Second, n.Name+": no device left after the networks went", func() error {

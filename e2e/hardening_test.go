@@ -498,7 +498,8 @@ func TestHardeningRestarts(t *testing.T) {
 			_, err := n1.Docker(context.Background(), "run", "--rm", "--network", "vs", img, "true")
 			return err
 		})
-		docker(t, n1, "network", "rm", "vs", "ov")
+		removeSwarmNetwork(t, n1, "vs")
+		removeSwarmNetwork(t, n1, "ov")
 	})
 }
 

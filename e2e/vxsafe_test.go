@@ -84,6 +84,23 @@ func docker(t *testing.T, n *cluster.Node, args ...string) string {
 	return strings.TrimSpace(out)
 }
 
+// removeSwarmNetwork removes a swarm-scoped network on manager m. The manager drops the attachment task of
+// a removed container asynchronously (and later still for a node that has just come back from a
+// partition), refusing the removal with "is in use by task" meanwhile: retry that for a minute.
+func removeSwarmNetwork(t *testing.T, m *cluster.Node, name string) {
+	t.Helper()
+	took := poll(t, time.Minute, "docker network rm "+name, func() error {
+		_, err := m.Docker(ctxT(t, 2*time.Minute), "network", "rm", name)
+		if err != nil && !strings.Contains(err.Error(), "in use by task") {
+			t.Fatalf("node %s: docker network rm %s: %v", m.Name, name, err)
+		}
+		return err
+	})
+	if took > time.Second {
+		t.Logf("network %s removed after %.1fs (swarm still held an attachment task)", name, took.Seconds())
+	}
+}
+
 func networkVNI(t *testing.T, n *cluster.Node, net string) (string, uint32) {
 	t.Helper()
 	out := docker(t, n, "network", "inspect", "-f", `{{.ID}} {{index .Options "com.docker.network.driver.overlay.vxlanid_list"}}`, net)
@@ -321,7 +338,7 @@ func TestVxsafeMultiNode(t *testing.T) {
 	// Clean up: no device, FDB or neighbour entry on any node.
 	docker(t, nodes[0], "rm", "-f", "c1")
 	docker(t, nodes[1], "rm", "-f", "c2")
-	docker(t, m, "network", "rm", "mh")
+	removeSwarmNetwork(t, m, "mh")
 	for _, n := range nodes {
 		poll(t, 30*time.Second, "nothing left on "+n.Name, func() error {
 			names, err := n.LinkNames()
