@@ -120,21 +120,8 @@ func pluginPID(ctx context.Context, n *cluster.Node, name string) (int, error) {
 		procs[pid] = proc{ppid: ppid, args: strings.Split(strings.TrimRight(string(cl), "\x00"), "\x00")}
 	}
 	isShim := func(args []string) bool {
-		if len(args) == 0 || !strings.Contains(filepath.Base(args[0]), "containerd-shim") {
-			return false
-		}
-		var ns, sid, addr string
-		for i := 0; i+1 < len(args); i++ {
-			switch strings.TrimLeft(args[i], "-") {
-			case "namespace":
-				ns = args[i+1]
-			case "id":
-				sid = args[i+1]
-			case "address":
-				addr = args[i+1]
-			}
-		}
-		return ns == n.Hostname+"-plugins" && sid == id && strings.HasPrefix(addr, n.ExecRoot+"/")
+		ns, sid, addr, ok := cluster.ShimArgs(args)
+		return ok && ns == n.Hostname+"-plugins" && sid == id && strings.HasPrefix(addr, n.ExecRoot+"/")
 	}
 	var found []int
 	for pid, p := range procs {

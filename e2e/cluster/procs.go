@@ -167,25 +167,31 @@ func killTree(match func(args []string) bool, includeRoots bool, wait time.Durat
 // whatever containerd's own state dir is.
 const shimSocketRoot = "/run/containerd/s"
 
+// ShimArgs reads the containerd namespace, task id and containerd address (without "unix://") from
+// the command line of a containerd shim; ok is false for any other process or an incomplete line.
+func ShimArgs(args []string) (namespace, id, address string, ok bool) {
+	if len(args) == 0 || !strings.Contains(filepath.Base(args[0]), "containerd-shim") {
+		return "", "", "", false
+	}
+	for i := 0; i+1 < len(args); i++ {
+		switch strings.TrimLeft(args[i], "-") {
+		case "namespace":
+			namespace = args[i+1]
+		case "id":
+			id = args[i+1]
+		case "address":
+			address = strings.TrimPrefix(args[i+1], "unix://")
+		}
+	}
+	return namespace, id, address, namespace != "" && id != "" && address != ""
+}
+
 // shimSocketPath returns the socket a containerd-shim-runc-v2 with these
 // arguments listens on: shimSocketRoot/sha256(address/namespace/id), as in
 // containerd's runtime/v2/shim.SocketAddress. A killed shim leaves it behind.
 func shimSocketPath(args []string) string {
-	if len(args) == 0 || !strings.Contains(filepath.Base(args[0]), "containerd-shim") {
-		return ""
-	}
-	var ns, id, addr string
-	for i := 0; i+1 < len(args); i++ {
-		switch strings.TrimLeft(args[i], "-") {
-		case "namespace":
-			ns = args[i+1]
-		case "id":
-			id = args[i+1]
-		case "address":
-			addr = strings.TrimPrefix(args[i+1], "unix://")
-		}
-	}
-	if ns == "" || id == "" || addr == "" {
+	ns, id, addr, ok := ShimArgs(args)
+	if !ok {
 		return ""
 	}
 	sum := sha256.Sum256([]byte(filepath.Join(addr, ns, id)))
