@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -14,30 +13,17 @@ import (
 
 // cgroupMounts lists the mount points of cgroup (v1) and cgroup2 hierarchies.
 func cgroupMounts() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := readMountinfo()
 	if err != nil {
-		return nil, fmt.Errorf("read mountinfo: %w", err)
+		return nil, err
 	}
-	defer f.Close()
 	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		// ... mount-point ... - fstype source options
-		line := sc.Text()
-		i := strings.Index(line, " - ")
-		if i < 0 {
-			continue
-		}
-		fields, post := strings.Fields(line[:i]), strings.Fields(line[i+3:])
-		if len(fields) < 5 || len(post) < 1 {
-			continue
-		}
-		if post[0] == "cgroup" || post[0] == "cgroup2" {
-			out = append(out, unescapeMountinfo(fields[4]))
+	for _, m := range mounts {
+		if m.fstype == "cgroup" || m.fstype == "cgroup2" {
+			out = append(out, m.point)
 		}
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 // removeCgroups removes the cgroup directory "name" (the node's

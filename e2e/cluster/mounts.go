@@ -12,35 +12,54 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// unescapeMountinfo undoes the octal escapes (\040 etc.) of /proc/*/mountinfo.
-func unescapeMountinfo(s string) string { return dataplane.UnescapeMountPath(s) }
+// mountEntry is a line of /proc/self/mountinfo: the mount point (unescaped) and the filesystem type.
+type mountEntry struct{ point, fstype string }
 
-// mountsBelow lists the mount points of this mount namespace that lie below
-// one of the prefixes (each ending in "/"), deepest first.
-func mountsBelow(prefixes ...string) ([]string, error) {
+// readMountinfo lists the mounts of this mount namespace.
+func readMountinfo() ([]mountEntry, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, fmt.Errorf("read mountinfo: %w", err)
 	}
 	defer f.Close()
-	var out []string
+	var out []mountEntry
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
+		// id parent major:minor root mount-point options [optional...] - fstype source super-options
+		line := sc.Text()
+		pre, post, _ := strings.Cut(line, " - ")
+		fields := strings.Fields(pre)
 		if len(fields) < 5 {
 			continue
 		}
-		mp := unescapeMountinfo(fields[4])
-		for _, p := range prefixes {
-			if p != "" && p != "/" && strings.HasPrefix(mp+"/", p) {
-				out = append(out, mp)
-				break
-			}
+		e := mountEntry{point: dataplane.UnescapeMountPath(fields[4])}
+		if pf := strings.Fields(post); len(pf) > 0 {
+			e.fstype = pf[0]
 		}
+		out = append(out, e)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read mountinfo: %w", err)
+	}
+	return out, nil
+}
+
+// mountsBelow lists the mount points of this mount namespace that lie below
+// one of the prefixes (each ending in "/"), deepest first.
+func mountsBelow(prefixes ...string) ([]string, error) {
+	mounts, err := readMountinfo()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, m := range mounts {
+		for _, p := range prefixes {
+			if p != "" && p != "/" && strings.HasPrefix(m.point+"/", p) {
+				out = append(out, m.point)
+				break
+			}
+		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return strings.Count(out[i], "/") > strings.Count(out[j], "/") })
 	return out, nil
