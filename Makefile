@@ -19,9 +19,9 @@ build:
 ## rootfs: a static binary in rootfs/, making the repository root a plugin bundle (config.json + rootfs/)
 rootfs:
 	rm -rf rootfs
-	mkdir -p rootfs/run/docker/plugins rootfs/var/lib/vxsafe rootfs/proc rootfs/sys rootfs/dev rootfs/tmp rootfs/etc
+	mkdir -p rootfs/run/docker/plugins rootfs/proc rootfs/sys rootfs/dev rootfs/tmp rootfs/etc
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o rootfs/vxsafe ./plugin
-	touch rootfs/etc/hosts rootfs/etc/resolv.conf rootfs/etc/hostname rootfs/run/docker.sock
+	touch rootfs/etc/hosts rootfs/etc/resolv.conf rootfs/etc/hostname
 
 ## plugin: create and enable $(PLUGIN):$(TAG) in the engine DOCKER_HOST points at, replacing an older one
 plugin: rootfs

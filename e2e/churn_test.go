@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -235,7 +234,7 @@ func TestHardeningChurn(t *testing.T) {
 			return nil
 		})
 		docker(t, n, "plugin", "disable", "-f", pluginName)
-		st, err := store.Open(filepath.Join(n.StateDir(), "vxsafe.db"))
+		st, err := store.Open(stateDB(n))
 		if err != nil {
 			t.Fatal(err)
 		}

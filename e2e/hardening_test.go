@@ -120,7 +120,7 @@ func TestHardeningRestarts(t *testing.T) {
 
 	t.Run("state file mode", func(t *testing.T) {
 		for _, n := range c.Nodes() {
-			st, err := os.Stat(n.StateDir() + "/vxsafe.db")
+			st, err := os.Stat(stateDB(n))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -70,3 +71,8 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// stateDB is the plugin's state database on node n: the harness points the "state" mount at the node's
+// StateDir, and the plugin keeps its state in vxsafe/ inside the mounted directory (/var/lib/vxsafe on a
+// host with the defaults).
+func stateDB(n *cluster.Node) string { return filepath.Join(n.StateDir(), "vxsafe", "vxsafe.db") }

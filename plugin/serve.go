@@ -22,7 +22,7 @@ import (
 // settings are what an operator tunes, from the plugin's environment (`docker plugin set`).
 type settings struct {
 	LogLevel      logrus.Level
-	StateDir      string
+	StateDir      string // the state mount; resolveStateDir finds vxsafe's directory in it
 	Socket        string
 	VNIMin        uint32
 	VNIMax        uint32
@@ -33,7 +33,7 @@ type settings struct {
 	GossipKey     []byte
 	GossipLabel   string
 	Peers         []string
-	DockerSocket  string
+	DockerSocket  string // the docker-socket mount; resolveDockerSocket finds the socket behind it
 	MetricsAddr   string
 	SweepInterval time.Duration
 	// NodeGoneGrace: endpoints of a node that swarm reports gone are removed this long after its
@@ -55,7 +55,7 @@ func loadSettings(env func(string) string) (settings, error) {
 	if s.LogLevel, err = logrus.ParseLevel(get("LOG_LEVEL", "info")); err != nil {
 		return s, fmt.Errorf("setting LOG_LEVEL: %w", err)
 	}
-	s.StateDir = get("STATE_DIR", "/var/lib/vxsafe")
+	s.StateDir = get("STATE_DIR", stateMount)
 	s.Socket = get("SOCKET", "/run/docker/plugins/vxsafe.sock")
 	if s.VNIMin, s.VNIMax, err = netconfig.ParseVNIRange(get("VNI_RANGE", netconfig.DefaultVNIRange)); err != nil {
 		return s, fmt.Errorf("setting VNI_RANGE: %w", err)
@@ -95,7 +95,7 @@ func loadSettings(env func(string) string) (settings, error) {
 		}
 		s.Peers = append(s.Peers, p)
 	}
-	s.DockerSocket = get("DOCKER_SOCKET", "/run/docker.sock")
+	s.DockerSocket = get("DOCKER_SOCKET", dockerSocketMount)
 	s.MetricsAddr = get("METRICS_ADDR", "")
 	if s.MetricsAddr != "" && s.MetricsAddr != "off" {
 		host, _, err := net.SplitHostPort(s.MetricsAddr)
@@ -142,10 +142,14 @@ func serve(ctx context.Context, env func(string) string) error {
 	logrus.SetFormatter(&logrus.TextFormatter{DisableTimestamp: false, FullTimestamp: true})
 	logrus.SetOutput(os.Stdout) // dockerd logs a plugin's stdout at info, its stderr at error
 	log := logrus.NewEntry(logrus.StandardLogger())
-	log.WithFields(logrus.Fields{"version": version, "state": s.StateDir, "vni_range": fmt.Sprintf("%d-%d", s.VNIMin, s.VNIMax),
-		"port": s.Port}).Info("vxsafe starting")
+	if s.StateDir, err = resolveStateDir(s.StateDir); err != nil {
+		return err
+	}
+	s.DockerSocket = resolveDockerSocket(s.DockerSocket)
+	log.WithFields(logrus.Fields{"version": version, "state": s.StateDir, "docker_socket": s.DockerSocket,
+		"vni_range": fmt.Sprintf("%d-%d", s.VNIMin, s.VNIMax), "port": s.Port}).Info("vxsafe starting")
 
-	st, err := store.Open(filepath.Join(s.StateDir, "vxsafe.db"))
+	st, err := store.Open(filepath.Join(s.StateDir, stateFile))
 	if err != nil {
 		return err
 	}

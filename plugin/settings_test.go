@@ -14,7 +14,7 @@ func TestSettingsDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if s.VNIMin != 1048576 || s.VNIMax != 2097151 || s.Port != 4789 || s.GossipPort != 7947 || s.MTU != 0 ||
-		s.StateDir != "/var/lib/vxsafe" || s.SweepInterval != 30*time.Second || s.MetricsAddr != "" || len(s.GossipKey) != 0 ||
+		s.StateDir != "/host/var/lib" || s.DockerSocket != "/host/run" || s.SweepInterval != 30*time.Second || s.MetricsAddr != "" || len(s.GossipKey) != 0 ||
 		s.NodeGoneGrace != 10*time.Second || s.PluginDownGrace != 10*time.Minute {
 		t.Fatalf("defaults: %+v", s)
 	}

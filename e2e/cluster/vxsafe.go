@@ -104,12 +104,12 @@ func BuildBundle(ctx context.Context, dir, version string) error {
 	if err != nil {
 		return err
 	}
-	for _, d := range []string{"rootfs/run/docker/plugins", "rootfs/var/lib/vxsafe", "rootfs/proc", "rootfs/sys", "rootfs/dev", "rootfs/tmp", "rootfs/etc"} {
+	for _, d := range []string{"rootfs/run/docker/plugins", "rootfs/proc", "rootfs/sys", "rootfs/dev", "rootfs/tmp", "rootfs/etc"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return fmt.Errorf("plugin bundle %s: %w", dir, err)
 		}
 	}
-	for _, f := range []string{"rootfs/etc/hosts", "rootfs/etc/resolv.conf", "rootfs/etc/hostname", "rootfs/run/docker.sock"} {
+	for _, f := range []string{"rootfs/etc/hosts", "rootfs/etc/resolv.conf", "rootfs/etc/hostname"} {
 		if err := os.WriteFile(filepath.Join(dir, f), nil, 0o644); err != nil {
 			return fmt.Errorf("plugin bundle %s: %w", dir, err)
 		}
