@@ -7,6 +7,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 TESTFLAGS ?=
 FUZZTIME ?= 10s
 REGISTRY ?=
+DOCKER   ?= docker
 
 .PHONY: all build rootfs plugin upgrade push test unit fuzz bench demo vet fmt clean
 
@@ -25,10 +26,10 @@ rootfs:
 
 ## plugin: create and enable $(PLUGIN):$(TAG) in the engine DOCKER_HOST points at, replacing an older one
 plugin: rootfs
-	-docker plugin disable -f $(PLUGIN):$(TAG) 2>/dev/null
-	-docker plugin rm -f $(PLUGIN):$(TAG) 2>/dev/null
-	docker plugin create $(PLUGIN):$(TAG) .
-	docker plugin enable $(PLUGIN):$(TAG)
+	-$(DOCKER) plugin disable -f $(PLUGIN):$(TAG) 2>/dev/null
+	-$(DOCKER) plugin rm -f $(PLUGIN):$(TAG) 2>/dev/null
+	$(DOCKER) plugin create $(PLUGIN):$(TAG) .
+	$(DOCKER) plugin enable $(PLUGIN):$(TAG)
 
 ## upgrade: replace the installed $(PLUGIN):$(TAG) by this build, keeping its settings, mounts and networks
 ##          (scripts/upgrade-plugin). REGISTRY=host:port pushes the build there and runs `docker plugin
@@ -38,7 +39,7 @@ upgrade: rootfs
 
 ## push: push $(PLUGIN):$(TAG) to its registry
 push:
-	docker plugin push $(PLUGIN):$(TAG)
+	$(DOCKER) plugin push $(PLUGIN):$(TAG)
 
 ## test: every test — unit, kernel (root, fresh namespaces) and end to end (dockerd swarms it starts itself)
 test: vet rootfs

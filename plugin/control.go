@@ -9,6 +9,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,7 +51,46 @@ func newControl(ctx context.Context, s settings, st *store.Store, log *logrus.En
 	}
 	go c.apply()
 	go c.maintain()
+	go c.rememberPeers()
 	return c, nil
+}
+
+// peerCheckInterval is how often rememberPeers looks at the gossip members.
+const peerCheckInterval = time.Second
+
+// rememberPeers keeps the gossip members in the state, for the seeds of the next start, within a second
+// of a change (a write only when the set changed). A plugin replaced soon after it started (an upgrade
+// right after an install) must still find its peers: libnetwork does not replay DiscoverNew for the other
+// nodes to a new plugin, and an engine that does not listen on the mounted socket names no managers.
+func (c *control) rememberPeers() {
+	t := time.NewTicker(peerCheckInterval)
+	defer t.Stop()
+	var saved string
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		a := c.agent
+		c.mu.Unlock()
+		if a == nil {
+			continue
+		}
+		members := a.Members()
+		if len(members) <= 1 {
+			continue // alone: keep what an earlier run remembered
+		}
+		sort.Strings(members)
+		if key := strings.Join(members, ","); key != saved {
+			if err := c.st.PutPeers(members); err != nil {
+				c.log.WithError(err).Debug("remembering gossip peers")
+				continue
+			}
+			saved = key
+		}
+	}
 }
 
 func (c *control) withPort(addr string) string {
@@ -258,17 +298,8 @@ func (c *control) maintain() {
 		if a == nil {
 			continue
 		}
-		members := a.Members()
-		if len(members) <= 1 {
+		if len(a.Members()) <= 1 {
 			go c.join(a, seeds)
-			continue
-		}
-		var hosts []string
-		for _, m := range members {
-			hosts = append(hosts, m)
-		}
-		if err := c.st.PutPeers(hosts); err != nil {
-			c.log.WithError(err).Debug("remembering gossip peers")
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 )
 
@@ -18,7 +19,14 @@ func Available() error {
 	if os.Geteuid() != 0 {
 		problems = append(problems, "must run as root (network namespaces, mounts, dockerd)")
 	}
-	path := os.Getenv("PATH") + ":" + sbinPath
+	if d := EngineDir(); d != "" {
+		for _, bin := range []string{"dockerd", "runc"} {
+			if !isExecutable(filepath.Join(d, bin)) {
+				problems = append(problems, fmt.Sprintf("engine %s: no %s in %s=%s (scripts/install-deps engine current builds it)", EngineName(), bin, EngineDirEnv, d))
+			}
+		}
+	}
+	path := enginePath()
 	for _, bin := range []string{"dockerd", "containerd", "runc", "nsenter"} {
 		if _, err := lookPathIn(bin, path); err != nil {
 			problems = append(problems, bin+" not found")

@@ -101,6 +101,14 @@ type Options struct {
 	IPTables bool
 	// NoSwarm leaves the daemons standalone (no swarm init/join).
 	NoSwarm bool
+	// FreshHost runs every node's dockerd in a mount namespace of its own that looks like a new machine
+	// where Docker was just installed: /var/lib is an empty directory of the node's (FreshVarLib) and /run
+	// an empty tmpfs (keeping only the cluster's run dir, which holds the exec roots and API sockets).
+	// A plugin installed with the defaults then mounts exactly what a real fresh host would give it.
+	// n1 also listens on /var/run/docker.sock there, as a host's engine does by default; the other
+	// nodes' engines listen only elsewhere. Mounts made by the node's dockerd are not visible to the
+	// machine (the namespace is a slave of it); they go with the namespace when Close kills the node.
+	FreshHost bool
 	// StopTimeout, if set, makes Close stop every dockerd gracefully (SIGTERM)
 	// for at most this long before killing what is left. By default Close
 	// kills at once: a graceful stop takes 1-3 s per node and often longer in
@@ -239,7 +247,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			}
 		}
 	}()
-	c.logf("dir %s, run dir %s", c.dir, c.runDir)
+	c.logf("dir %s, run dir %s, engine %s (%s)", c.dir, c.runDir, EngineName(), EngineVersion())
 
 	// The image tarball does not depend on the daemons: build it meanwhile.
 	imgErr := make(chan error, 1)

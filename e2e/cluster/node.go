@@ -185,6 +185,10 @@ func (n *Node) dockerdArgs() []string {
 		"--cgroup-parent", "/" + n.Hostname,
 		"--bridge", "none",
 	}
+	if n.c.opts.FreshHost && n.Index == 1 {
+		// The manager of a fresh-host cluster also listens where a host's engine does by default.
+		args = append(args, "-H", "unix://"+DefaultDockerSocket)
+	}
 	if n.c.opts.IPTables {
 		// Rules go into the node's own namespace only (iptables is per netns).
 		args = append(args, "--iptables=true", "--ip-masq=true")
@@ -222,7 +226,11 @@ func (n *Node) StartDaemon(ctx context.Context) error {
 		return fmt.Errorf("node %s: log file: %w", n.Name, err)
 	}
 	fmt.Fprintf(logf, "=== %s harness: starting dockerd for node %s\n", time.Now().Format(time.RFC3339Nano), n.Name)
-	nsArgs := []string{"--net=" + n.NetnsPath(), "--uts=" + n.utsPath, "--", dockerdPath()}
+	nsArgs := []string{"--net=" + n.NetnsPath(), "--uts=" + n.utsPath, "--"}
+	if n.c.opts.FreshHost {
+		nsArgs = append(nsArgs, n.freshHostArgs()...)
+	}
+	nsArgs = append(nsArgs, dockerdPath())
 	cmd := exec.Command("nsenter", append(nsArgs, n.dockerdArgs()...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = daemonEnv()
@@ -479,9 +487,9 @@ func (n *Node) closeNamespaces() error {
 	return n.ns.close()
 }
 
-// dockerdPath finds dockerd (in /usr/sbin on Debian).
+// dockerdPath finds dockerd: the engine directory's (EngineDir), else the system's (/usr/sbin on Debian).
 func dockerdPath() string {
-	if p, err := lookPathIn("dockerd", os.Getenv("PATH")+":"+sbinPath); err == nil {
+	if p, err := lookPathIn("dockerd", enginePath()); err == nil {
 		return p
 	}
 	return "dockerd"
@@ -505,7 +513,7 @@ func dockerCLI() string {
 const sbinPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // daemonEnv is the environment for dockerd: no DOCKER_* or NOTIFY_SOCKET from
-// the caller, and a PATH that finds containerd and runc.
+// the caller, and a PATH that finds the engine's runc and containerd (enginePath).
 func daemonEnv() []string {
 	var env []string
 	for _, e := range os.Environ() {
@@ -514,7 +522,7 @@ func daemonEnv() []string {
 		}
 		env = append(env, e)
 	}
-	return append(env, "PATH="+sbinPath+":"+os.Getenv("PATH"))
+	return append(env, "PATH="+enginePath())
 }
 
 // cliEnv is the environment for the docker CLI: no DOCKER_HOST/CONTEXT from the
