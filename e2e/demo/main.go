@@ -6,7 +6,9 @@
 // never touched. Everything it makes is removed at the end, on failure and on Ctrl-C.
 //
 //	make demo                 # = go run ./e2e/demo
-//	DEMO_INSTALL=1 make demo  # first install docker.io, busybox-static and iproute2 with apt-get
+//
+// As root it first installs what it lacks (docker.io, busybox-static, iproute2, ...) with the install
+// step it shares with `make test` and CI (scripts/install-deps packages).
 //
 // Exit status: 0 the story held, 1 a step did not behave as the story says, 2 the demo could not run,
 // 130 interrupted.
@@ -14,11 +16,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -28,12 +30,9 @@ import (
 // Prefix starts the name of every namespace, directory and bridge the demo's cluster creates.
 const Prefix = "vxd"
 
-// installPackages is what the demo needs from apt (dockerd, containerd, runc and the CLI; a static
-// busybox for the image; ip for the fixtures; iptables, which dockerd wants even with --iptables=false).
-var installPackages = []string{"docker.io", "busybox-static", "iproute2", "iptables"}
-
-// installHint is the line the demo prints when something is missing.
-const installHint = "apt-get install docker.io busybox-static iproute2"
+// installStep is the install step the demo shares with `make test` and CI: it installs the missing apt
+// packages (docker.io, busybox-static, iproute2, ...) and says which.
+const installStep = "scripts/install-deps packages"
 
 func main() { os.Exit(run()) }
 
@@ -66,23 +65,19 @@ func run() int {
 	return d.run()
 }
 
-// preflight checks that the demo can run, and installs what is missing with DEMO_INSTALL=1. It returns
-// 0 to go on, or the exit status.
+// preflight checks that the demo can run and, as root, installs what is missing (installStep). It
+// returns 0 to go on, or the exit status.
 func preflight(ctx context.Context, u *ui) int {
 	problems := missing()
 	if len(problems) == 0 {
 		return 0
 	}
 	if os.Geteuid() != 0 {
-		u.printf("vxsafe demo: it must run as root (it creates network namespaces and starts its own dockerd):\n  sudo make demo\n")
-		return 2
-	}
-	if os.Getenv("DEMO_INSTALL") != "1" {
 		u.printf("%s", missingMessage(problems))
 		return 2
 	}
-	u.printf("vxsafe demo: installing %s (DEMO_INSTALL=1)\n", strings.Join(installPackages, " "))
-	if err := aptInstall(ctx, u); err != nil {
+	u.printf("vxsafe demo: this machine lacks what the demo needs (%s); installing it: %s\n", strings.Join(problems, "; "), installStep)
+	if err := install(ctx, u); err != nil {
 		u.printf("vxsafe demo: installing failed: %v\n", err)
 		return 2
 	}
@@ -93,14 +88,14 @@ func preflight(ctx context.Context, u *ui) int {
 	return 0
 }
 
-// missingMessage says what is missing and exactly what to install.
+// missingMessage says what is missing and how to get it (as root the demo installs it itself).
 func missingMessage(problems []string) string {
 	var b strings.Builder
 	b.WriteString("vxsafe demo: this machine lacks what the demo needs:\n")
 	for _, p := range problems {
 		fmt.Fprintf(&b, "  - %s\n", p)
 	}
-	fmt.Fprintf(&b, "Install it with:\n  %s\nor let the demo install it:\n  DEMO_INSTALL=1 make demo\n", installHint)
+	b.WriteString("It runs as root (it creates network namespaces and starts its own dockerd), and as root it\ninstalls what is missing itself:\n  sudo make demo\n")
 	return b.String()
 }
 
@@ -120,28 +115,18 @@ func missing() []string {
 	return p
 }
 
-// aptInstall installs installPackages. A policy-rc.d that forbids starting services is put in place for
-// the install (unless one exists), so that the docker.io package does not start the machine's own Docker
-// engine: the demo never needs it.
-func aptInstall(ctx context.Context, u *ui) error {
-	const policy = "/usr/sbin/policy-rc.d"
-	if _, err := os.Stat(policy); errors.Is(err, os.ErrNotExist) {
-		if err := os.WriteFile(policy, []byte("#!/bin/sh\n# written by vxsafe's demo during apt-get install\nexit 101\n"), 0o755); err != nil {
-			return fmt.Errorf("writing %s: %w", policy, err)
-		}
-		defer os.Remove(policy)
+// install runs the shared install step from the checkout.
+func install(ctx context.Context, u *ui) error {
+	root, err := cluster.RepoRoot()
+	if err != nil {
+		return err
 	}
-	for _, args := range [][]string{
-		{"update", "-qq"},
-		append([]string{"install", "-y", "-qq", "--no-install-recommends"}, installPackages...),
-	} {
-		u.printf("  # apt-get %s\n", strings.Join(args, " "))
-		cmd := exec.CommandContext(ctx, "apt-get", args...)
-		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("apt-get %s: %w", args[0], err)
-		}
+	fields := strings.Fields(installStep)
+	cmd := exec.CommandContext(ctx, filepath.Join(root, fields[0]), fields[1:]...)
+	cmd.Dir = root
+	cmd.Stdout, cmd.Stderr = u.w, u.w
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s: %w", installStep, err)
 	}
 	return nil
 }
