@@ -1,0 +1,125 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vxsafe/overlay/e2e/cluster"
+)
+
+// churnFailure is one failed `docker run` of the anchorless churn.
+type churnFailure struct {
+	node, network string
+	round         int
+	at            time.Time
+	took          time.Duration
+	err           string
+}
+
+// TestChurnWithoutAnchors runs `docker run --rm --network N IMAGE true` on both nodes at once, round
+// after round, with no other container of N on either node: every run makes the worker create the
+// network locally (an attachment task, CreateNetwork, the device at the first Join) and delete it again
+// after the container exits. Rounds alternate between a vxsafe network and a Docker overlay network,
+// so both drivers see the same load. Every vxsafe run must succeed; the overlay count is reported beside
+// it. VXE2E_CHURN_ROUNDS sets the rounds per driver (default 100, so 200 runs per driver).
+func TestChurnWithoutAnchors(t *testing.T) {
+	c := startCluster(t, cluster.Options{Prefix: "vxa", Nodes: 2})
+	installVxsafe(t, c, map[string]string{"LOG_LEVEL": "info"})
+	m := c.Manager()
+	img := c.Image()
+	nets := []struct{ name, driver string }{{"anc-vxs", pluginName}, {"anc-ovl", "overlay"}}
+	for i, n := range nets {
+		docker(t, m, "network", "create", "-d", n.driver, "--attachable", "--subnet", fmt.Sprintf("10.0.%d.0/24", 80+i), n.name)
+	}
+	rounds := envInt("VXE2E_CHURN_ROUNDS", 100)
+	runs := map[string]int{}
+	var failures []churnFailure
+	var slowest = map[string]time.Duration{}
+	began := time.Now()
+	for r := 0; r < rounds; r++ {
+		for _, net := range nets {
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			for _, n := range c.Nodes() {
+				wg.Add(1)
+				go func(n *cluster.Node) {
+					defer wg.Done()
+					start := time.Now()
+					_, err := n.Docker(ctxT(t, 2*time.Minute), "run", "--rm", "--network", net.name, img, "true")
+					took := time.Since(start)
+					mu.Lock()
+					defer mu.Unlock()
+					runs[net.name]++
+					if took > slowest[net.name] {
+						slowest[net.name] = took
+					}
+					if err != nil {
+						failures = append(failures, churnFailure{node: n.Name, network: net.name, round: r, at: start, took: took, err: err.Error()})
+					}
+				}(n)
+			}
+			wg.Wait()
+		}
+	}
+	failed := map[string]int{}
+	for _, f := range failures {
+		failed[f.network]++
+		t.Logf("FAILED round %d on %s, %s, after %.1fs: %s", f.round, f.node, f.network, f.took.Seconds(), lastLine(f.err))
+	}
+	for _, net := range nets {
+		t.Logf("CHURN engine %s, %s (%s): %d of %d runs failed; slowest run %.1fs", cluster.EngineName(), net.name, net.driver,
+			failed[net.name], runs[net.name], slowest[net.name].Seconds())
+	}
+	t.Logf("TIMING %d anchorless runs on 2 nodes in %.0fs", runs["anc-vxs"]+runs["anc-ovl"], time.Since(began).Seconds())
+	if failed["anc-vxs"] > 0 {
+		f := failures[0]
+		for _, x := range failures {
+			if x.network == "anc-vxs" {
+				f = x
+				break
+			}
+		}
+		for _, n := range c.Nodes() {
+			t.Logf("node %s log around the first vxsafe failure (%s):\n%s", n.Name, f.at.Format(time.RFC3339Nano), logWindow(n, f.at.Add(-2*time.Second), f.at.Add(f.took+2*time.Second)))
+		}
+		t.Errorf("%d of %d vxsafe runs failed without anchors (overlay: %d of %d)", failed["anc-vxs"], runs["anc-vxs"], failed["anc-ovl"], runs["anc-ovl"])
+	}
+	for _, net := range nets {
+		removeSwarmNetwork(t, m, net.name)
+	}
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndex(s, "\n"); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
+
+// logWindow returns the lines of node n's dockerd log stamped between from and to (dockerd's own
+// time="..." stamps, RFC 3339), without the kernel-parameter noise of these machines.
+func logWindow(n *cluster.Node, from, to time.Time) string {
+	var b strings.Builder
+	for _, line := range strings.Split(n.Log(), "\n") {
+		i := strings.Index(line, `time="`)
+		if i < 0 {
+			continue
+		}
+		rest := line[i+6:]
+		j := strings.IndexByte(rest, '"')
+		if j < 0 {
+			continue
+		}
+		ts, err := time.Parse(time.RFC3339Nano, rest[:j])
+		if err != nil || ts.Before(from.Add(-time.Second)) || ts.After(to) || strings.Contains(line, "net.ipv4.vs") {
+			continue
+		}
+		b.WriteString(line)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
