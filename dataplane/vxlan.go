@@ -272,39 +272,68 @@ func (m *Manager) VXLANIndex(spec VXLANSpec) (int, bool) {
 	return l.Attrs().Index, true
 }
 
+// Link is an interface of the host namespace that carries a vxsafe alias, as Owned found it.
+type Link struct {
+	Name       string
+	Index      int
+	Kind       string // the kernel's link kind: "vxlan", "macvlan", ...
+	Alias      string
+	NetworkID  string
+	EndpointID string // empty for a network's VXLAN device
+}
+
 // Owned lists the devices of the host namespace that carry a vxsafe alias.
-func (m *Manager) Owned() (networks, endpoints []netlink.Link, err error) {
+func (m *Manager) Owned() (networks, endpoints []Link, err error) {
 	links, err := listLinks(m.h)
 	if err != nil {
 		return nil, nil, fmt.Errorf("listing interfaces of the host namespace: %w", err)
 	}
 	for _, l := range links {
-		_, ep, ok := ParseAlias(l.Attrs().Alias)
-		switch {
-		case !ok:
-		case ep == "":
-			networks = append(networks, l)
-		default:
-			endpoints = append(endpoints, l)
+		a := l.Attrs()
+		netID, epID, ok := ParseAlias(a.Alias)
+		if !ok {
+			continue
+		}
+		o := Link{Name: a.Name, Index: a.Index, Kind: l.Type(), Alias: a.Alias, NetworkID: netID, EndpointID: epID}
+		if epID == "" {
+			networks = append(networks, o)
+		} else {
+			endpoints = append(endpoints, o)
 		}
 	}
 	return networks, endpoints, nil
 }
 
 // DeleteOwned deletes one of the links Owned returned, checking it is still the same device.
-func (m *Manager) DeleteOwned(l netlink.Link) error {
-	cur, err := m.h.LinkByIndex(l.Attrs().Index)
+func (m *Manager) DeleteOwned(l Link) error {
+	cur, err := m.h.LinkByIndex(l.Index)
 	if err != nil {
 		if isNotFound(err) {
 			return nil
 		}
 		return err
 	}
-	if cur.Attrs().Alias != l.Attrs().Alias {
+	if cur.Attrs().Alias != l.Alias {
 		return nil
 	}
 	if err := m.h.LinkDel(cur); err != nil && !isNotFound(err) {
 		return fmt.Errorf("deleting %s interface %q (ifindex %d): %w", cur.Type(), cur.Attrs().Name, cur.Attrs().Index, err)
 	}
 	return nil
+}
+
+// HostUppers maps the ifindex of each VXLAN device of the host namespace to the devices stacked on it,
+// in any namespace ("name" in the host namespace, "name (namespace)" elsewhere).
+func (m *Manager) HostUppers() (map[int][]string, error) {
+	devs, err := m.ScanVXLAN(true, false)
+	if err != nil {
+		return nil, err
+	}
+	uppers := map[int][]string{}
+	for _, dev := range devs {
+		if dev.NS.Host {
+			uppers[dev.Index] = dev.Uppers
+		}
+	}
+	return uppers, nil
 }

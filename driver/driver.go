@@ -5,6 +5,7 @@ package driver
 
 import (
 	"fmt"
+	"net"
 	"sort"
 	"sync"
 	"time"
@@ -19,7 +20,7 @@ import (
 // Config configures a Driver.
 type Config struct {
 	Store     *store.Store
-	Dataplane *dataplane.Manager
+	Dataplane Dataplane // a *dataplane.Manager
 	VNIMin    uint32
 	VNIMax    uint32
 	Port      int // default VXLAN UDP port (4789)
@@ -35,6 +36,31 @@ type Config struct {
 	// 0: 30s; negative: at once (tests).
 	DeadEndpointGrace time.Duration
 }
+
+// Dataplane is the kernel work the driver asks for; *dataplane.Manager does it. The driver's policy
+// (which peers to program, what to sweep and reap) is tested against a fake of it, without root.
+type Dataplane interface {
+	// The network's VXLAN device.
+	EnsureVXLAN(spec dataplane.VXLANSpec, liveNetwork func(netID string) bool) (int, []dataplane.Removed, error)
+	DeleteVXLAN(spec dataplane.VXLANSpec) error
+	VXLANIndex(spec dataplane.VXLANSpec) (int, bool)
+	UnderlayMTU(addr net.IP) int
+	// The endpoints' interfaces.
+	CreateEndpointIf(spec dataplane.EndpointSpec) ([]dataplane.Removed, error)
+	DeleteEndpointIf(netID, epID, name string) error
+	// Remote endpoints on a device.
+	AddPeer(vxIndex int, p dataplane.Peer) error
+	DelPeer(vxIndex int, p dataplane.Peer) error
+	Peers(vxIndex int) ([]dataplane.Peer, error)
+	// What the sweep and the reaping of dead endpoints look at.
+	SandboxExists(key string) (exists, known bool)
+	EndpointInterfaces() (map[string]string, error)
+	Owned() (networks, endpoints []dataplane.Link, err error)
+	DeleteOwned(l dataplane.Link) error
+	HostUppers() (map[int][]string, error)
+}
+
+var _ Dataplane = (*dataplane.Manager)(nil)
 
 // Control is what the driver needs of the control plane (the gossip agent implements it).
 type Control interface {
@@ -75,7 +101,7 @@ type netState struct {
 type Driver struct {
 	cfg   Config
 	log   *logrus.Entry
-	dp    *dataplane.Manager
+	dp    Dataplane
 	st    *store.Store
 	alloc *vni.Allocator
 

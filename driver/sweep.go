@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"github.com/vishvananda/netlink"
 	"github.com/vxsafe/overlay/dataplane"
 	"github.com/vxsafe/overlay/store"
 )
@@ -173,8 +172,7 @@ func (d *Driver) sweepInterfaces() int {
 	removed := 0
 	// Endpoint interfaces first: one left in the host namespace is an upper of its network's device.
 	for _, l := range eps {
-		netID, epID, _ := dataplane.ParseAlias(l.Attrs().Alias)
-		ns, known := d.lookup(netID)
+		ns, known := d.lookup(l.NetworkID)
 		if !known {
 			if d.sweepLink(l, "its network is unknown to vxsafe on this host") {
 				removed++
@@ -182,7 +180,7 @@ func (d *Driver) sweepInterfaces() int {
 			continue
 		}
 		ns.mu.Lock()
-		if !ns.joined[epID] && d.sweepLink(l, "its endpoint is not joined to any container") {
+		if !ns.joined[l.EndpointID] && d.sweepLink(l, "its endpoint is not joined to any container") {
 			removed++
 		}
 		ns.mu.Unlock()
@@ -192,27 +190,19 @@ func (d *Driver) sweepInterfaces() int {
 	// and deleting the device would take the container's interface with it.
 	var uppers map[int][]string
 	var scanErr error
-	carries := func(l netlink.Link) []string {
+	carries := func(l dataplane.Link) []string {
 		if uppers == nil && scanErr == nil {
-			var devs []dataplane.Device
-			if devs, scanErr = d.dp.ScanVXLAN(true, false); scanErr != nil {
+			if uppers, scanErr = d.dp.HostUppers(); scanErr != nil {
 				d.log.WithError(scanErr).Warn("sweep: scanning namespaces for upper devices failed; keeping every device")
-			}
-			uppers = map[int][]string{}
-			for _, dev := range devs {
-				if dev.NS.Host {
-					uppers[dev.Index] = dev.Uppers
-				}
 			}
 		}
 		if scanErr != nil {
 			return []string{"upper devices that could not be listed"}
 		}
-		return uppers[l.Attrs().Index]
+		return uppers[l.Index]
 	}
 	for _, l := range nets {
-		netID, _, _ := dataplane.ParseAlias(l.Attrs().Alias)
-		ns, known := d.lookup(netID)
+		ns, known := d.lookup(l.NetworkID)
 		if known {
 			ns.mu.Lock()
 			if len(ns.joined) == 0 && d.sweepDevice(l, carries, "its network has no endpoint joined on this host") {
@@ -230,14 +220,13 @@ func (d *Driver) sweepInterfaces() int {
 }
 
 // sweepDevice deletes a network device of ours unless it carries upper devices (in any namespace).
-func (d *Driver) sweepDevice(l netlink.Link, carries func(netlink.Link) []string, reason string) bool {
+func (d *Driver) sweepDevice(l dataplane.Link, carries func(dataplane.Link) []string, reason string) bool {
 	if up := carries(l); len(up) > 0 {
-		a := l.Attrs()
-		key := fmt.Sprintf("%s/%d", a.Name, a.Index)
+		key := fmt.Sprintf("%s/%d", l.Name, l.Index)
 		first := d.sweep.firstKept(key)
-		log := d.log.WithFields(logrus.Fields{"interface": a.Name, "ifindex": a.Index, "uppers": up})
+		log := d.log.WithFields(logrus.Fields{"interface": l.Name, "ifindex": l.Index, "uppers": up})
 		msg := fmt.Sprintf("sweep: keeping vxlan interface %q (ifindex %d) although %s: it carries %s, which a container may hold",
-			a.Name, a.Index, reason, strings.Join(up, ", "))
+			l.Name, l.Index, reason, strings.Join(up, ", "))
 		if first {
 			log.Info(msg)
 		} else {
@@ -248,14 +237,13 @@ func (d *Driver) sweepDevice(l netlink.Link, carries func(netlink.Link) []string
 	return d.sweepLink(l, reason)
 }
 
-func (d *Driver) sweepLink(l netlink.Link, reason string) bool {
-	a := l.Attrs()
+func (d *Driver) sweepLink(l dataplane.Link, reason string) bool {
 	if err := d.dp.DeleteOwned(l); err != nil {
-		d.log.WithError(err).WithFields(logrus.Fields{"interface": a.Name, "ifindex": a.Index}).Warn("sweep: could not delete")
+		d.log.WithError(err).WithFields(logrus.Fields{"interface": l.Name, "ifindex": l.Index}).Warn("sweep: could not delete")
 		return false
 	}
 	d.cfg.Metrics.StaleRemoved("sweep")
-	d.log.WithFields(logrus.Fields{"interface": a.Name, "ifindex": a.Index, "namespace": "host namespace", "reason": reason}).
-		Warnf("sweep: deleted %s interface %q (ifindex %d): %s", l.Type(), a.Name, a.Index, reason)
+	d.log.WithFields(logrus.Fields{"interface": l.Name, "ifindex": l.Index, "namespace": "host namespace", "reason": reason}).
+		Warnf("sweep: deleted %s interface %q (ifindex %d): %s", l.Kind, l.Name, l.Index, reason)
 	return true
 }
