@@ -197,7 +197,7 @@ func (d *Driver) network(id string) (*netState, error) {
 	ns, ok := d.lookup(id)
 	if !ok {
 		return nil, fmt.Errorf("network %s is not known to vxsafe on this host (no CreateNetwork for it): "+
-			"if the plugin's state directory was lost, remove and re-create the network", short(id))
+			"if the plugin's state directory was lost, remove and re-create the network", netconfig.ShortID(id))
 	}
 	return ns, nil
 }
@@ -219,13 +219,6 @@ func (d *Driver) liveNetwork(id string) bool {
 		}
 	}
 	return false
-}
-
-func short(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }
 
 // VTEP is this node's data-path address, or "" while unknown.

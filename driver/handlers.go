@@ -26,11 +26,11 @@ func (d *Driver) AllocateNetwork(req *network.AllocateNetworkRequest) (*network.
 	}
 	requested, _, _, err := netconfig.ParseAllocateOptions(req.Options)
 	if err != nil {
-		return nil, fmt.Errorf("network %s: %w", short(req.NetworkID), err)
+		return nil, fmt.Errorf("network %s: %w", netconfig.ShortID(req.NetworkID), err)
 	}
 	v, err := d.alloc.Allocate(req.NetworkID, requested)
 	if err != nil {
-		return nil, fmt.Errorf("allocating a VNI for network %s: %w", short(req.NetworkID), err)
+		return nil, fmt.Errorf("allocating a VNI for network %s: %w", netconfig.ShortID(req.NetworkID), err)
 	}
 	opts := make(map[string]string, len(req.Options)+1)
 	for k, val := range req.Options {
@@ -48,7 +48,7 @@ func (d *Driver) FreeNetwork(req *network.FreeNetworkRequest) error {
 	}
 	v, ok, err := d.alloc.Release(req.NetworkID)
 	if err != nil {
-		return fmt.Errorf("releasing the VNI of network %s: %w", short(req.NetworkID), err)
+		return fmt.Errorf("releasing the VNI of network %s: %w", netconfig.ShortID(req.NetworkID), err)
 	}
 	if ok {
 		d.log.WithFields(logrus.Fields{"network": req.NetworkID, "vni": v}).Info("released VNI")
@@ -67,7 +67,7 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 	for id, other := range d.networks {
 		if id != n.ID && other.rec.VNI == n.VNI && other.spec.Port == d.portOf(n.Port) {
 			return fmt.Errorf("network %s: VNI %d is already used on this host by vxsafe network %s: "+
-				"choose another with -o %s=N", short(n.ID), n.VNI, short(id), netconfig.OptVNIList)
+				"choose another with -o %s=N", netconfig.ShortID(n.ID), n.VNI, netconfig.ShortID(id), netconfig.OptVNIList)
 		}
 	}
 	rec := store.NetworkRecord{ID: n.ID, VNI: n.VNI, Port: n.Port, MTU: n.MTU, IPv4: n.IPv4, Options: n.Options, Created: time.Now()}
@@ -75,7 +75,7 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 		rec.Created = old.rec.Created
 	}
 	if err := d.st.PutNetwork(rec); err != nil {
-		return fmt.Errorf("saving network %s: %w", short(n.ID), err)
+		return fmt.Errorf("saving network %s: %w", netconfig.ShortID(n.ID), err)
 	}
 	if old, ok := d.networks[n.ID]; ok {
 		old.rec = rec
@@ -114,7 +114,7 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 		}
 	}
 	if err := d.st.DeleteNetwork(req.NetworkID); err != nil {
-		return fmt.Errorf("deleting network %s from %s: %w", short(req.NetworkID), d.st.Path(), err)
+		return fmt.Errorf("deleting network %s from %s: %w", netconfig.ShortID(req.NetworkID), d.st.Path(), err)
 	}
 	d.mu.Lock()
 	delete(d.networks, req.NetworkID)
@@ -131,11 +131,11 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 		return nil, err
 	}
 	if req.Interface == nil || req.Interface.Address == "" {
-		return nil, fmt.Errorf("endpoint %s: Interface.Address is missing: vxsafe needs an IPv4 address from IPAM", short(req.EndpointID))
+		return nil, fmt.Errorf("endpoint %s: Interface.Address is missing: vxsafe needs an IPv4 address from IPAM", netconfig.ShortID(req.EndpointID))
 	}
 	ip, ipnet, err := net.ParseCIDR(req.Interface.Address)
 	if err != nil || ip.To4() == nil {
-		return nil, fmt.Errorf("endpoint %s: Interface.Address %q is not an IPv4 CIDR", short(req.EndpointID), req.Interface.Address)
+		return nil, fmt.Errorf("endpoint %s: Interface.Address %q is not an IPv4 CIDR", netconfig.ShortID(req.EndpointID), req.Interface.Address)
 	}
 	resp := &network.CreateEndpointResponse{}
 	mac := req.Interface.MacAddress
@@ -143,7 +143,7 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 		mac = netconfig.MACFromIP(ip).String()
 		resp.Interface = &network.EndpointInterface{MacAddress: mac}
 	} else if _, err := net.ParseMAC(mac); err != nil {
-		return nil, fmt.Errorf("endpoint %s: Interface.MacAddress %q: %w", short(req.EndpointID), mac, err)
+		return nil, fmt.Errorf("endpoint %s: Interface.MacAddress %q: %w", netconfig.ShortID(req.EndpointID), mac, err)
 	}
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
@@ -151,7 +151,7 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 		IP: (&net.IPNet{IP: ip.To4(), Mask: ipnet.Mask}).String(), MAC: mac,
 		IfName: netconfig.EndpointIfName(req.EndpointID), Updated: time.Now()}
 	if err := d.st.PutEndpoint(rec); err != nil {
-		return nil, fmt.Errorf("saving endpoint %s of network %s: %w", short(req.EndpointID), short(req.NetworkID), err)
+		return nil, fmt.Errorf("saving endpoint %s of network %s: %w", netconfig.ShortID(req.EndpointID), netconfig.ShortID(req.NetworkID), err)
 	}
 	d.log.WithFields(logrus.Fields{"network": req.NetworkID, "endpoint": req.EndpointID, "address": rec.IP, "mac": mac}).Debug("endpoint created")
 	return resp, nil
@@ -168,10 +168,10 @@ func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, 
 	}
 	ep, ok, err := d.st.GetEndpoint(req.NetworkID, req.EndpointID)
 	if err != nil {
-		return nil, fmt.Errorf("reading endpoint %s: %w", short(req.EndpointID), err)
+		return nil, fmt.Errorf("reading endpoint %s: %w", netconfig.ShortID(req.EndpointID), err)
 	}
 	if !ok {
-		return nil, fmt.Errorf("endpoint %s of network %s is not known to vxsafe", short(req.EndpointID), short(req.NetworkID))
+		return nil, fmt.Errorf("endpoint %s of network %s is not known to vxsafe", netconfig.ShortID(req.EndpointID), netconfig.ShortID(req.NetworkID))
 	}
 	return &network.InfoResponse{Value: map[string]string{
 		"interface": ep.IfName, "mac": ep.MAC, "address": ep.IP, "vxlan": ns.spec.Name,
@@ -201,10 +201,10 @@ func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
 	defer ns.mu.Unlock()
 	ifName := netconfig.EndpointIfName(req.EndpointID)
 	if err := d.dp.DeleteEndpointIf(req.NetworkID, req.EndpointID, ifName); err != nil {
-		return fmt.Errorf("deleting endpoint %s: %w", short(req.EndpointID), err)
+		return fmt.Errorf("deleting endpoint %s: %w", netconfig.ShortID(req.EndpointID), err)
 	}
 	if err := d.st.DeleteEndpoint(req.NetworkID, req.EndpointID); err != nil {
-		return fmt.Errorf("deleting endpoint %s from %s: %w", short(req.EndpointID), d.st.Path(), err)
+		return fmt.Errorf("deleting endpoint %s from %s: %w", netconfig.ShortID(req.EndpointID), d.st.Path(), err)
 	}
 	delete(ns.joined, req.EndpointID)
 	d.releaseDeviceLocked(ns)
@@ -223,19 +223,19 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	log := d.log.WithFields(logrus.Fields{"network": req.NetworkID, "endpoint": req.EndpointID, "vni": ns.spec.VNI})
 	ep, ok, err := d.st.GetEndpoint(req.NetworkID, req.EndpointID)
 	if err != nil {
-		return nil, fmt.Errorf("join of endpoint %s: reading its record: %w", short(req.EndpointID), err)
+		return nil, fmt.Errorf("join of endpoint %s: reading its record: %w", netconfig.ShortID(req.EndpointID), err)
 	}
 	if !ok {
-		return nil, fmt.Errorf("join of endpoint %s: no CreateEndpoint was seen for it on network %s", short(req.EndpointID), short(req.NetworkID))
+		return nil, fmt.Errorf("join of endpoint %s: no CreateEndpoint was seen for it on network %s", netconfig.ShortID(req.EndpointID), netconfig.ShortID(req.NetworkID))
 	}
 	mac, err := net.ParseMAC(ep.MAC)
 	if err != nil {
-		return nil, fmt.Errorf("join of endpoint %s: stored MAC %q: %w", short(req.EndpointID), ep.MAC, err)
+		return nil, fmt.Errorf("join of endpoint %s: stored MAC %q: %w", netconfig.ShortID(req.EndpointID), ep.MAC, err)
 	}
 	// State first: a crash after this point leaves a record the sweep and the reconcile understand.
 	ep.Joined, ep.SandboxKey, ep.Updated = true, req.SandboxKey, time.Now()
 	if err := d.st.PutEndpoint(ep); err != nil {
-		return nil, fmt.Errorf("join of endpoint %s: saving its record: %w", short(req.EndpointID), err)
+		return nil, fmt.Errorf("join of endpoint %s: saving its record: %w", netconfig.ShortID(req.EndpointID), err)
 	}
 	undo := func() {
 		ep.Joined = false
@@ -246,14 +246,14 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	}
 	if err := d.ensureDeviceLocked(ns, log); err != nil {
 		undo()
-		return nil, fmt.Errorf("join of endpoint %s on network %s: %w", short(req.EndpointID), short(req.NetworkID), err)
+		return nil, fmt.Errorf("join of endpoint %s on network %s: %w", netconfig.ShortID(req.EndpointID), netconfig.ShortID(req.NetworkID), err)
 	}
 	removed, err := d.dp.CreateEndpointIf(dataplane.EndpointSpec{NetworkID: req.NetworkID, EndpointID: req.EndpointID,
 		Name: ep.IfName, ParentIndex: ns.vxIndex, MAC: mac, MTU: ns.spec.MTU})
 	d.countRemoved(removed)
 	if err != nil {
 		undo()
-		return nil, fmt.Errorf("join of endpoint %s on network %s: %w", short(req.EndpointID), short(req.NetworkID), err)
+		return nil, fmt.Errorf("join of endpoint %s on network %s: %w", netconfig.ShortID(req.EndpointID), netconfig.ShortID(req.NetworkID), err)
 	}
 	ns.joined[req.EndpointID] = true
 	if d.cfg.Control != nil {
@@ -278,12 +278,12 @@ func (d *Driver) Leave(req *network.LeaveRequest) error {
 	}
 	ep, ok, err := d.st.GetEndpoint(req.NetworkID, req.EndpointID)
 	if err != nil {
-		return fmt.Errorf("leave of endpoint %s: reading its record: %w", short(req.EndpointID), err)
+		return fmt.Errorf("leave of endpoint %s: reading its record: %w", netconfig.ShortID(req.EndpointID), err)
 	}
 	if ok && ep.Joined {
 		ep.Joined, ep.SandboxKey, ep.Updated = false, "", time.Now()
 		if err := d.st.PutEndpoint(ep); err != nil {
-			return fmt.Errorf("leave of endpoint %s: saving its record: %w", short(req.EndpointID), err)
+			return fmt.Errorf("leave of endpoint %s: saving its record: %w", netconfig.ShortID(req.EndpointID), err)
 		}
 	}
 	delete(ns.joined, req.EndpointID)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/vxsafe/overlay/dataplane"
+	"github.com/vxsafe/overlay/netconfig"
 )
 
 // RemoteChange applies a change of a remote endpoint reported by the control plane. Changes for networks
@@ -42,7 +43,7 @@ func (d *Driver) RemoteChange(ep RemoteEndpoint, removed bool) {
 	}
 	if why := d.remoteRefusal(ns, p, d.localAddrsLocked(ns)); why != "" {
 		d.cfg.Metrics.Error("remote_refused")
-		log.Warnf("ignoring remote endpoint %s of network %s: %s", p, short(ep.Network), why)
+		log.Warnf("ignoring remote endpoint %s of network %s: %s", p, netconfig.ShortID(ep.Network), why)
 		return
 	}
 	if err := d.dp.AddPeer(ns.vxIndex, p); err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/vxsafe/overlay/dataplane"
+	"github.com/vxsafe/overlay/netconfig"
 	"github.com/vxsafe/overlay/store"
 )
 
@@ -143,7 +144,7 @@ func (d *Driver) reapDeadEndpoints() int {
 				d.log.WithFields(logrus.Fields{"network": cur.NetworkID, "endpoint": cur.EndpointID, "address": cur.IP,
 					"sandbox": c.ep.SandboxKey}).Warnf("endpoint %s (%s) of network %s was joined, but its sandbox %s and its interface are gone "+
 					"(its container died without a Leave: dockerd crashed or the host rebooted): marked left and withdrawn",
-					short(cur.EndpointID), cur.IP, short(cur.NetworkID), c.ep.SandboxKey)
+					netconfig.ShortID(cur.EndpointID), cur.IP, netconfig.ShortID(cur.NetworkID), c.ep.SandboxKey)
 			}
 		}
 		c.ns.mu.Unlock()
