@@ -126,7 +126,7 @@ func TestDockerHostAndParsing(t *testing.T) {
 	if _, err := newDockerAPI("ssh://h", env(nil)); err == nil {
 		t.Error("ssh accepted")
 	}
-	if a, err := newDockerAPI("tcp://127.0.0.1:2375", env(nil)); err != nil || a.base != "http://127.0.0.1:2375" {
+	if a, err := newDockerAPI("tcp://127.0.0.1:2375", env(nil)); err != nil || !a.c.TCP() || a.c.Host() != "tcp://127.0.0.1:2375" {
 		t.Errorf("tcp: %v %v", a, err)
 	}
 	if got := parseVNIList(" 4097,4098,x,0,16777216"); len(got) != 2 || got[0] != 4097 || got[1] != 4098 {
