@@ -40,7 +40,7 @@ type Config struct {
 
 // Applier is what a Plane applies remote changes to (the driver).
 type Applier interface {
-	RemoteChange(ep driver.RemoteEndpoint, removed bool)
+	RemoteChange(ep gossip.Endpoint, removed bool)
 }
 
 // Plane connects the driver to the gossip agent. The agent starts once this node's data-path address
@@ -58,7 +58,7 @@ type Plane struct {
 	agent *gossip.Agent
 	drv   Applier
 	seeds map[string]bool
-	local map[string]driver.RemoteEndpoint
+	local map[string]gossip.Endpoint
 	// events from the agent are applied in order by one goroutine
 	events chan gossip.Event
 }
@@ -70,7 +70,7 @@ func New(ctx context.Context, s Config, st *store.Store, log *logrus.Entry) (*Pl
 		s.BindAddr = "0.0.0.0"
 	}
 	c := &Plane{ctx: ctx, s: s, st: st, log: log.WithField("component", "gossip"),
-		seeds: map[string]bool{}, local: map[string]driver.RemoteEndpoint{}, events: make(chan gossip.Event, 4096)}
+		seeds: map[string]bool{}, local: map[string]gossip.Endpoint{}, events: make(chan gossip.Event, 4096)}
 	if s.DockerSocket != "" {
 		// Managers are asked at most every few seconds, never inside a request: a client without
 		// keep-alive (no connection left behind), bounded by a timeout.
@@ -176,9 +176,7 @@ func (c *Plane) apply() {
 			if d == nil {
 				continue
 			}
-			e := ev.Endpoint
-			d.RemoteChange(driver.RemoteEndpoint{Network: e.Network, EndpointID: e.EndpointID, IP: e.IP, MAC: e.MAC, VTEP: e.VTEP},
-				ev.Kind == gossip.Removed)
+			d.RemoteChange(ev.Endpoint, ev.Kind == gossip.Removed)
 		}
 	}
 }
@@ -214,7 +212,7 @@ func (c *Plane) SetVTEP(addr string) {
 	c.agent = a
 	c.log.WithFields(logrus.Fields{"address": addr, "port": c.s.GossipPort}).Info("gossip agent started")
 	for _, ep := range c.local {
-		a.Publish(toGossip(ep))
+		a.Publish(ep)
 	}
 	seeds := c.seedListLocked()
 	go c.join(a, seeds)
@@ -257,18 +255,14 @@ func (c *Plane) AddSeed(addr string) {
 
 func key(netID, epID string) string { return netID + "/" + epID }
 
-func toGossip(ep driver.RemoteEndpoint) gossip.Endpoint {
-	return gossip.Endpoint{Network: ep.Network, EndpointID: ep.EndpointID, IP: ep.IP, MAC: ep.MAC, VTEP: ep.VTEP}
-}
-
 // Publish announces a local endpoint.
-func (c *Plane) Publish(ep driver.RemoteEndpoint) {
+func (c *Plane) Publish(ep gossip.Endpoint) {
 	c.mu.Lock()
 	c.local[key(ep.Network, ep.EndpointID)] = ep
 	a := c.agent
 	c.mu.Unlock()
 	if a != nil {
-		a.Publish(toGossip(ep))
+		a.Publish(ep)
 	}
 }
 
@@ -284,18 +278,14 @@ func (c *Plane) Withdraw(netID, epID string) {
 }
 
 // Remote lists the remote endpoints of a network.
-func (c *Plane) Remote(netID string) []driver.RemoteEndpoint {
+func (c *Plane) Remote(netID string) []gossip.Endpoint {
 	c.mu.Lock()
 	a := c.agent
 	c.mu.Unlock()
 	if a == nil {
 		return nil
 	}
-	var out []driver.RemoteEndpoint
-	for _, e := range a.Remote(netID) {
-		out = append(out, driver.RemoteEndpoint{Network: e.Network, EndpointID: e.EndpointID, IP: e.IP, MAC: e.MAC, VTEP: e.VTEP})
-	}
-	return out
+	return a.Remote(netID)
 }
 
 // GossipStats is for metrics.

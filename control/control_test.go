@@ -12,7 +12,6 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
-	"github.com/vxsafe/overlay/driver"
 	"github.com/vxsafe/overlay/gossip"
 	"github.com/vxsafe/overlay/internal/porttest"
 	"github.com/vxsafe/overlay/store"
@@ -24,7 +23,7 @@ type applier struct {
 	changes []string
 }
 
-func (a *applier) RemoteChange(ep driver.RemoteEndpoint, removed bool) {
+func (a *applier) RemoteChange(ep gossip.Endpoint, removed bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	what := "added"
@@ -147,7 +146,7 @@ func TestPlanesExchangeEndpoints(t *testing.T) {
 	ra, rb := &applier{}, &applier{}
 	pa.Attach(ra)
 	pb.Attach(rb)
-	ep := driver.RemoteEndpoint{Network: "net1", EndpointID: "ep1", IP: "10.0.1.11", MAC: "02:42:0a:00:01:0b", VTEP: a}
+	ep := gossip.Endpoint{Network: "net1", EndpointID: "ep1", IP: "10.0.1.11", MAC: "02:42:0a:00:01:0b", VTEP: a}
 	pa.Control().Publish(ep) // before the agent starts: kept and published on SetVTEP
 	pa.SetVTEP(a)
 	pb.SetVTEP(b)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/vxsafe/overlay/dataplane"
+	"github.com/vxsafe/overlay/gossip"
 	"github.com/vxsafe/overlay/netconfig"
 	"github.com/vxsafe/overlay/store"
 	"github.com/vxsafe/overlay/vni"
@@ -68,18 +69,9 @@ type Control interface {
 	SetVTEP(addr string)
 	// AddSeed hands an address of another node to the control plane (never blocks).
 	AddSeed(addr string)
-	Publish(ep RemoteEndpoint)
+	Publish(ep gossip.Endpoint)
 	Withdraw(netID, epID string)
-	Remote(netID string) []RemoteEndpoint
-}
-
-// RemoteEndpoint is an endpoint as the control plane knows it.
-type RemoteEndpoint struct {
-	Network    string
-	EndpointID string
-	IP         string
-	MAC        string
-	VTEP       string
+	Remote(netID string) []gossip.Endpoint
 }
 
 // Metrics receives counters; nil records nothing.
@@ -93,8 +85,38 @@ type netState struct {
 	mu      sync.Mutex // serialises Join, Leave, DeleteEndpoint and sweeps on this network
 	rec     store.NetworkRecord
 	spec    dataplane.VXLANSpec
-	vxIndex int // 0 while the device is not there
-	joined  map[string]bool
+	vxIndex int                      // 0 while the device is not there
+	joined  map[string]localEndpoint // endpoints joined on this host (from their record's write on)
+}
+
+// isJoined reports whether endpoint epID is joined on this host. ns.mu is held.
+func (ns *netState) isJoined(epID string) bool {
+	_, ok := ns.joined[epID]
+	return ok
+}
+
+// localEndpoint is what the driver keeps of an endpoint joined on this host: its addresses, which no
+// remote endpoint may take (nil when its record holds none that parses).
+type localEndpoint struct {
+	ip  net.IP
+	mac net.HardwareAddr
+}
+
+func localOf(ep store.EndpointRecord) localEndpoint {
+	var l localEndpoint
+	if ip, _, err := net.ParseCIDR(ep.IP); err == nil {
+		l.ip = ip
+	}
+	if mac, err := net.ParseMAC(ep.MAC); err == nil {
+		l.mac = mac
+	}
+	return l
+}
+
+// published is a local endpoint as the control plane announces it.
+func (d *Driver) published(ep store.EndpointRecord) gossip.Endpoint {
+	ip, _, _ := net.ParseCIDR(ep.IP)
+	return gossip.Endpoint{Network: ep.NetworkID, EndpointID: ep.EndpointID, IP: ip.String(), MAC: ep.MAC, VTEP: d.VTEP()}
 }
 
 // Driver implements network.Driver.
@@ -147,7 +169,7 @@ func New(cfg Config) (*Driver, error) {
 		}
 		for _, ep := range eps {
 			if ep.Joined {
-				ns.joined[ep.EndpointID] = true
+				ns.joined[ep.EndpointID] = localOf(ep)
 			}
 		}
 		d.networks[rec.ID] = ns
@@ -163,7 +185,7 @@ func (d *Driver) newNetState(rec store.NetworkRecord) *netState {
 	if port == 0 {
 		port = d.cfg.Port
 	}
-	return &netState{rec: rec, joined: map[string]bool{}, spec: dataplane.VXLANSpec{
+	return &netState{rec: rec, joined: map[string]localEndpoint{}, spec: dataplane.VXLANSpec{
 		NetworkID: rec.ID, Name: netconfig.DeviceName(rec.VNI, rec.ID), VNI: rec.VNI, Port: port, MTU: rec.MTU,
 	}}
 }

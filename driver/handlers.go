@@ -237,7 +237,10 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	if err := d.st.PutEndpoint(ep); err != nil {
 		return nil, fmt.Errorf("join of endpoint %s: saving its record: %w", netconfig.ShortID(req.EndpointID), err)
 	}
+	// Joined from now on, as the record says: no remote endpoint may take its addresses.
+	ns.joined[req.EndpointID] = localOf(ep)
 	undo := func() {
+		delete(ns.joined, req.EndpointID)
 		ep.Joined = false
 		if err := d.st.PutEndpoint(ep); err != nil {
 			log.WithError(err).Warn("join failed and its record could not be reverted")
@@ -255,10 +258,8 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 		undo()
 		return nil, fmt.Errorf("join of endpoint %s on network %s: %w", netconfig.ShortID(req.EndpointID), netconfig.ShortID(req.NetworkID), err)
 	}
-	ns.joined[req.EndpointID] = true
 	if d.cfg.Control != nil {
-		ip, _, _ := net.ParseCIDR(ep.IP)
-		d.cfg.Control.Publish(RemoteEndpoint{Network: req.NetworkID, EndpointID: req.EndpointID, IP: ip.String(), MAC: ep.MAC, VTEP: d.VTEP()})
+		d.cfg.Control.Publish(d.published(ep))
 	}
 	log.WithField("interface", ep.IfName).Debug("joined")
 	return &network.JoinResponse{InterfaceName: network.InterfaceName{SrcName: ep.IfName, DstPrefix: "eth"}}, nil

@@ -7,12 +7,13 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/vxsafe/overlay/dataplane"
+	"github.com/vxsafe/overlay/gossip"
 	"github.com/vxsafe/overlay/netconfig"
 )
 
 // RemoteChange applies a change of a remote endpoint reported by the control plane. Changes for networks
 // without a device on this host are dropped: the device is programmed from Control.Remote when made.
-func (d *Driver) RemoteChange(ep RemoteEndpoint, removed bool) {
+func (d *Driver) RemoteChange(ep gossip.Endpoint, removed bool) {
 	if ep.VTEP == d.VTEP() && ep.VTEP != "" {
 		return
 	}
@@ -59,7 +60,7 @@ func (d *Driver) RemoteChange(ep RemoteEndpoint, removed bool) {
 // from one host to another (a container stopped there, its address given to a container elsewhere), the
 // removal of the old endpoint may arrive after the new one was programmed, and DelPeer's neighbour
 // deletion (keyed by IP) would take the new one's entry with it. ns.mu is held.
-func (d *Driver) restoreSharedLocked(ns *netState, gone RemoteEndpoint, p dataplane.Peer) {
+func (d *Driver) restoreSharedLocked(ns *netState, gone gossip.Endpoint, p dataplane.Peer) {
 	if d.cfg.Control == nil {
 		return
 	}
@@ -90,19 +91,12 @@ func (d *Driver) restoreSharedLocked(ns *netState, gone RemoteEndpoint, p datapl
 // keys "ip:<addr>" and "mac:<addr>". ns.mu is held.
 func (d *Driver) localAddrsLocked(ns *netState) map[string]bool {
 	out := map[string]bool{}
-	eps, err := d.st.ListEndpoints(ns.rec.ID)
-	if err != nil {
-		return nil // unknown: remoteRefusal refuses everything
-	}
-	for _, ep := range eps {
-		if !ep.Joined {
-			continue
+	for _, l := range ns.joined {
+		if l.ip != nil {
+			out["ip:"+l.ip.String()] = true
 		}
-		if ip, _, err := net.ParseCIDR(ep.IP); err == nil {
-			out["ip:"+ip.String()] = true
-		}
-		if mac, err := net.ParseMAC(ep.MAC); err == nil {
-			out["mac:"+mac.String()] = true
+		if l.mac != nil {
+			out["mac:"+l.mac.String()] = true
 		}
 	}
 	return out
@@ -112,11 +106,8 @@ func (d *Driver) localAddrsLocked(ns *netState) map[string]bool {
 // network's device, or "" when it may be. A record may be forged or replayed (gossip without a key, a
 // compromised node): it must never take over an address of an endpoint on this host, flood the network's
 // broadcast traffic somewhere (an all-zero or multicast MAC is an FDB default or group entry), or carry an
-// address outside the network. local is localAddrsLocked's answer (nil: unknown). ns.mu is held.
+// address outside the network. local is localAddrsLocked's answer. ns.mu is held.
 func (d *Driver) remoteRefusal(ns *netState, p dataplane.Peer, local map[string]bool) string {
-	if local == nil {
-		return "the endpoints of this host could not be read from the state"
-	}
 	if len(p.MAC) != 6 || p.MAC[0]&1 != 0 {
 		return fmt.Sprintf("MAC %s is not a unicast MAC", p.MAC)
 	}
@@ -158,7 +149,7 @@ func (d *Driver) remoteRefusal(ns *netState, p dataplane.Peer, local map[string]
 	return ""
 }
 
-func toPeer(ep RemoteEndpoint) (dataplane.Peer, error) {
+func toPeer(ep gossip.Endpoint) (dataplane.Peer, error) {
 	mac, err := net.ParseMAC(ep.MAC)
 	if err != nil {
 		return dataplane.Peer{}, err
@@ -257,11 +248,10 @@ func (d *Driver) republishLocked(ns *netState) {
 		if !ep.Joined {
 			continue
 		}
-		ip, _, err := net.ParseCIDR(ep.IP)
-		if err != nil {
+		if _, _, err := net.ParseCIDR(ep.IP); err != nil {
 			continue
 		}
-		d.cfg.Control.Publish(RemoteEndpoint{Network: ep.NetworkID, EndpointID: ep.EndpointID, IP: ip.String(), MAC: ep.MAC, VTEP: d.VTEP()})
+		d.cfg.Control.Publish(d.published(ep))
 	}
 }
 

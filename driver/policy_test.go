@@ -13,6 +13,7 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 	"github.com/sirupsen/logrus"
 	"github.com/vxsafe/overlay/dataplane"
+	"github.com/vxsafe/overlay/gossip"
 	"github.com/vxsafe/overlay/netconfig"
 )
 
@@ -24,8 +25,8 @@ func peer(ip, mac, vtep string) dataplane.Peer {
 	return dataplane.Peer{IP: net.ParseIP(ip).To4(), MAC: hw, VTEP: net.ParseIP(vtep).To4()}
 }
 
-func remote(i int, ip, mac, vtep string) RemoteEndpoint {
-	return RemoteEndpoint{Network: netID, EndpointID: epID(100 + i), IP: ip, MAC: mac, VTEP: vtep}
+func remote(i int, ip, mac, vtep string) gossip.Endpoint {
+	return gossip.Endpoint{Network: netID, EndpointID: epID(100 + i), IP: ip, MAC: mac, VTEP: vtep}
 }
 
 func TestUnitRemoteRefusal(t *testing.T) {
@@ -45,7 +46,6 @@ func TestUnitRemoteRefusal(t *testing.T) {
 		want  string // a word of the refusal; "" for none
 	}{
 		{"fine", peer("10.0.1.50", "02:42:0a:00:01:32", "192.0.2.2"), local, ""},
-		{"state unreadable", peer("10.0.1.50", "02:42:0a:00:01:32", "192.0.2.2"), nil, "could not be read"},
 		{"multicast MAC", peer("10.0.1.50", "03:00:00:00:00:01", "192.0.2.2"), local, "not a unicast MAC"},
 		{"zero MAC", peer("10.0.1.50", "00:00:00:00:00:00", "192.0.2.2"), local, "VXLAN default destination"},
 		{"IPv6 address", dataplane.Peer{IP: net.ParseIP("fd00::1"), MAC: peer("10.0.1.50", "02:42:0a:00:01:32", "192.0.2.2").MAC,
@@ -141,7 +141,7 @@ func TestUnitRemoteChange(t *testing.T) {
 	u.drv.RemoteChange(old, false)
 	u.drv.RemoteChange(remote(2, "10.0.1.61", "02:42:0a:00:01:3d", unitVTEP), false)    // ours
 	u.drv.RemoteChange(remote(3, "10.0.1.11", "02:42:0a:00:01:3e", "192.0.2.2"), false) // a local IP
-	u.drv.RemoteChange(RemoteEndpoint{Network: "unknown", EndpointID: epID(9), IP: "10.0.1.62"}, false)
+	u.drv.RemoteChange(gossip.Endpoint{Network: "unknown", EndpointID: epID(9), IP: "10.0.1.62"}, false)
 	if got, want := u.dp.peerList(ns.spec), []string{"10.0.1.60 02:42:0a:00:01:3c 192.0.2.2"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("peers %q, want %q", got, want)
 	}
@@ -340,5 +340,28 @@ func TestUnitSnapshot(t *testing.T) {
 	}
 	if got := u.drv.Networks(); !reflect.DeepEqual(got, []string{other, netID}) && !reflect.DeepEqual(got, []string{netID, other}) {
 		t.Errorf("Networks() = %q", got)
+	}
+}
+
+// A remote event is judged against the local endpoints the driver keeps, without reading the state, and
+// an endpoint being joined counts as local from its record's write on.
+func TestUnitLocalAddressesFromMemory(t *testing.T) {
+	u := newUnit(t)
+	ns := u.createNetwork(netID)
+	hijack := remote(1, "10.0.1.11", "02:42:0a:00:01:40", "192.0.2.2") // endpoint 1's IP
+	u.ctl.set(netID, hijack)
+	if err := u.join(netID, 1, "/run/docker/netns/a"); err != nil { // programs Remote while joining
+		t.Fatal(err)
+	}
+	if got := u.dp.peerList(ns.spec); len(got) != 0 {
+		t.Fatalf("the first join programmed a remote endpoint holding the joining endpoint's IP: %q", got)
+	}
+	for range 10 {
+		u.st.FailNext("ListEndpoints")
+	}
+	u.drv.RemoteChange(hijack, false)
+	u.drv.RemoteChange(remote(2, "10.0.1.52", "02:42:0a:00:01:41", "192.0.2.2"), false)
+	if got, want := u.dp.peerList(ns.spec), []string{"10.0.1.52 02:42:0a:00:01:41 192.0.2.2"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("peers %q, want %q", got, want)
 	}
 }

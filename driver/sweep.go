@@ -90,7 +90,7 @@ func (d *Driver) reapDeadEndpoints() int {
 				d.log.WithError(err).WithField("network", ns.rec.ID).Warn("checking joined endpoints: reading the state")
 			}
 			for _, ep := range eps {
-				if !ep.Joined || !ns.joined[ep.EndpointID] || now.Sub(ep.Updated) < grace {
+				if !ep.Joined || !ns.isJoined(ep.EndpointID) || now.Sub(ep.Updated) < grace {
 					continue
 				}
 				dir := filepath.Dir(ep.SandboxKey)
@@ -181,7 +181,7 @@ func (d *Driver) sweepInterfaces() int {
 			continue
 		}
 		ns.mu.Lock()
-		if !ns.joined[l.EndpointID] && d.sweepLink(l, "its endpoint is not joined to any container") {
+		if !ns.isJoined(l.EndpointID) && d.sweepLink(l, "its endpoint is not joined to any container") {
 			removed++
 		}
 		ns.mu.Unlock()
