@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus/hooks/test"
 	"github.com/vxsafe/overlay/gossip"
 	"github.com/vxsafe/overlay/internal/porttest"
+	"github.com/vxsafe/overlay/internal/storetest"
 	"github.com/vxsafe/overlay/store"
 )
 
@@ -37,16 +38,6 @@ func (a *applier) list() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return append([]string(nil), a.changes...)
-}
-
-func openStore(t *testing.T) *store.Store {
-	t.Helper()
-	st, err := store.Open(filepath.Join(t.TempDir(), "vxsafe.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
 }
 
 func newPlane(t *testing.T, cfg Config, st *store.Store) *Plane {
@@ -81,7 +72,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestSeedsFromSettingsAndState(t *testing.T) {
-	st := openStore(t)
+	st := storetest.Open(t)
 	if err := st.PutPeers([]string{"10.0.0.7:7947", "10.0.0.5"}); err != nil {
 		t.Fatal(err)
 	}
@@ -115,12 +106,12 @@ func TestSwarmManagersSeed(t *testing.T) {
 	})}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
-	p := newPlane(t, Config{GossipPort: 7947, DockerSocket: sock}, openStore(t))
+	p := newPlane(t, Config{GossipPort: 7947, DockerSocket: sock}, storetest.Open(t))
 	waitFor(t, "the swarm manager as a seed", func() bool {
 		return reflect.DeepEqual(p.seedList(), []string{"10.1.0.1:7947"})
 	})
 	// No socket: no managers, and no error.
-	q := newPlane(t, Config{GossipPort: 7947, DockerSocket: filepath.Join(t.TempDir(), "none.sock")}, openStore(t))
+	q := newPlane(t, Config{GossipPort: 7947, DockerSocket: filepath.Join(t.TempDir(), "none.sock")}, storetest.Open(t))
 	if m := q.swarmManagers(); m != nil {
 		t.Errorf("managers from a missing socket: %q", m)
 	}
@@ -141,8 +132,8 @@ func TestPlanesExchangeEndpoints(t *testing.T) {
 		return Config{GossipPort: port, GossipLabel: "vxsafe-test", BindAddr: addr,
 			NodeGoneGrace: time.Second, PluginDownGrace: time.Second}
 	}
-	pa := newPlane(t, cfg(a), openStore(t))
-	pb := newPlane(t, cfg(b), openStore(t))
+	pa := newPlane(t, cfg(a), storetest.Open(t))
+	pb := newPlane(t, cfg(b), storetest.Open(t))
 	ra, rb := &applier{}, &applier{}
 	pa.Attach(ra)
 	pb.Attach(rb)

@@ -3,7 +3,6 @@ package driver
 import (
 	"fmt"
 	"net"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -13,6 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
 	"github.com/vxsafe/overlay/dataplane"
+	"github.com/vxsafe/overlay/internal/storetest"
 	"github.com/vxsafe/overlay/netconfig"
 	"github.com/vxsafe/overlay/store"
 )
@@ -116,13 +116,7 @@ func (f *fakeDataplane) AddPeer(vxIndex int, p dataplane.Peer) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.called("AddPeer")
-	ps := f.peers[vxIndex][:0:0]
-	for _, q := range f.peers[vxIndex] {
-		if q.MAC.String() != p.MAC.String() && !q.IP.Equal(p.IP) { // NeighSet replaces by MAC (FDB) and IP (neighbour)
-			ps = append(ps, q)
-		}
-	}
-	f.peers[vxIndex] = append(ps, p)
+	f.peers[vxIndex] = append(without(f.peers[vxIndex], p), p) // NeighSet replaces by MAC (FDB) and IP (neighbour)
 	return nil
 }
 
@@ -130,14 +124,19 @@ func (f *fakeDataplane) DelPeer(vxIndex int, p dataplane.Peer) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.called("DelPeer")
-	ps := f.peers[vxIndex][:0:0]
-	for _, q := range f.peers[vxIndex] {
+	f.peers[vxIndex] = without(f.peers[vxIndex], p)
+	return nil
+}
+
+// without returns the peers of ps that share neither MAC nor IP with p.
+func without(ps []dataplane.Peer, p dataplane.Peer) []dataplane.Peer {
+	out := ps[:0:0]
+	for _, q := range ps {
 		if q.MAC.String() != p.MAC.String() && !q.IP.Equal(p.IP) {
-			ps = append(ps, q)
+			out = append(out, q)
 		}
 	}
-	f.peers[vxIndex] = ps
-	return nil
+	return out
 }
 
 func (f *fakeDataplane) Peers(vxIndex int) ([]dataplane.Peer, error) {
@@ -260,13 +259,10 @@ func newUnit(t *testing.T) *unit {
 	t.Helper()
 	logger, hook := test.NewNullLogger()
 	logger.SetLevel(logrus.DebugLevel)
-	st, err := store.Open(filepath.Join(t.TempDir(), "vxsafe.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := storetest.Open(t)
 	u := &unit{t: t, dp: newFakeDataplane(), ctl: newFakeControl(), st: st, log: hook,
 		met: &fakeMetrics{stale: map[string]int{}, errs: map[string]int{}}}
+	var err error
 	u.drv, err = New(Config{Store: st, Dataplane: u.dp, VNIMin: 1048576, VNIMax: 1048676, VTEP: unitVTEP,
 		Control: u.ctl, Log: logrus.NewEntry(logger), Metrics: u.met, DeadEndpointGrace: deadGrace})
 	if err != nil {

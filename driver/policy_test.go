@@ -272,20 +272,26 @@ func TestUnitSweep(t *testing.T) {
 	}
 }
 
-func TestUnitReapDeadEndpoints(t *testing.T) {
-	u := newUnit(t)
+// joinDeadAndAlive joins endpoint 0, whose container died without a Leave (its sandbox and its interface
+// are gone), endpoint 1, alive, and endpoints 2.. in the sandboxes named by more (unseen by the data plane).
+func (u *unit) joinDeadAndAlive(more ...string) {
+	u.t.Helper()
 	u.createNetwork(netID)
-	for i, key := range []string{"/run/docker/netns/gone", "/run/docker/netns/alive", "/unseen/netns/x"} {
+	for i, key := range append([]string{"/run/docker/netns/gone", "/run/docker/netns/alive"}, more...) {
 		if err := u.join(netID, i, key); err != nil {
-			t.Fatal(err)
+			u.t.Fatal(err)
 		}
 	}
 	u.dp.sandboxes["/run/docker/netns/gone"] = false
 	u.dp.sandboxes["/run/docker/netns/alive"] = true
-	// Endpoint 0's interface is gone with its container; the others' are still somewhere.
 	u.dp.mu.Lock()
 	delete(u.dp.ifs, netconfig.EndpointIfName(epID(0)))
 	u.dp.mu.Unlock()
+}
+
+func TestUnitReapDeadEndpoints(t *testing.T) {
+	u := newUnit(t)
+	u.joinDeadAndAlive("/unseen/netns/x")
 	if n := u.drv.reapDeadEndpoints(); n != 1 {
 		t.Fatalf("reaped %d endpoints, want 1", n)
 	}
@@ -303,17 +309,7 @@ func TestUnitReapDeadEndpoints(t *testing.T) {
 
 func TestUnitReconcileReapsOnce(t *testing.T) {
 	u := newUnit(t)
-	u.createNetwork(netID)
-	for i, key := range []string{"/run/docker/netns/gone", "/run/docker/netns/alive"} {
-		if err := u.join(netID, i, key); err != nil {
-			t.Fatal(err)
-		}
-	}
-	u.dp.sandboxes["/run/docker/netns/gone"] = false
-	u.dp.sandboxes["/run/docker/netns/alive"] = true
-	u.dp.mu.Lock()
-	delete(u.dp.ifs, netconfig.EndpointIfName(epID(0)))
-	u.dp.mu.Unlock()
+	u.joinDeadAndAlive()
 	u.drv.Reconcile()
 	// One reaping looks at each joined endpoint's sandbox once; a second would look at the live one again.
 	if n := u.dp.count("SandboxExists"); n != 2 {
