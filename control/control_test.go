@@ -132,7 +132,8 @@ func TestPlanesExchangeEndpoints(t *testing.T) {
 		return Config{GossipPort: port, GossipLabel: "vxsafe-test", BindAddr: addr,
 			NodeGoneGrace: time.Second, PluginDownGrace: time.Second}
 	}
-	pa := newPlane(t, cfg(a), storetest.Open(t))
+	sa := storetest.Open(t)
+	pa := newPlane(t, cfg(a), sa)
 	pb := newPlane(t, cfg(b), storetest.Open(t))
 	ra, rb := &applier{}, &applier{}
 	pa.Attach(ra)
@@ -152,6 +153,11 @@ func TestPlanesExchangeEndpoints(t *testing.T) {
 	if m, _, _ := pb.GossipStats(); m != 2 {
 		t.Errorf("b counts %d members, want 2", m)
 	}
+	// The members are remembered for the seeds of the next start.
+	waitFor(t, "a to remember its peers", func() bool {
+		peers, err := sa.Peers()
+		return err == nil && len(peers) == 2
+	})
 	pa.Withdraw("net1", "ep1")
 	waitFor(t, "b's driver to be told of the withdrawal", func() bool {
 		return reflect.DeepEqual(rb.list(), []string{added, "removed net1/ep1 10.0.1.11 02:42:0a:00:01:0b at " + a})
