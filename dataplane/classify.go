@@ -3,6 +3,8 @@ package dataplane
 import (
 	"fmt"
 	"strings"
+
+	"github.com/vxsafe/overlay/netconfig"
 )
 
 // Verdict is what vxsafe may do with a device that stands in the way of the one it wants.
@@ -44,6 +46,13 @@ type Want struct {
 	Port      int
 }
 
+// Conflict reports whether device d stands in the way of the device w describes: d holds w's name in
+// the host namespace (byName), or w's VNI and port on a socket of the host namespace.
+func (w Want) Conflict(d Device) (conflicts, byName bool) {
+	byName = d.NS.Host && d.Name == w.Name
+	return byName || (d.HostSock && d.VNI == w.VNI && d.Port == w.Port), byName
+}
+
 // Classify judges a device that conflicts with want (same name in the host namespace, or same VNI and
 // port on a socket of the host namespace). liveNetwork reports whether vxsafe's state says a vxsafe
 // network still has endpoints on this host; nil means "none has".
@@ -75,9 +84,9 @@ func Classify(d Device, want Want, liveNetwork func(netID string) bool) Judgemen
 	}
 	if ours && netID != want.NetworkID {
 		if liveNetwork != nil && liveNetwork(netID) {
-			return Judgement{Live, fmt.Sprintf("belongs to vxsafe network %s, which has endpoints on this host", short(netID))}
+			return Judgement{Live, fmt.Sprintf("belongs to vxsafe network %s, which has endpoints on this host", netconfig.ShortID(netID))}
 		}
-		return Judgement{Stale, fmt.Sprintf("belongs to vxsafe network %s, which has no endpoint on this host", short(netID))}
+		return Judgement{Stale, fmt.Sprintf("belongs to vxsafe network %s, which has no endpoint on this host", netconfig.ShortID(netID))}
 	}
 	if !d.Up {
 		if ours {
@@ -105,13 +114,6 @@ func quoteAll(ss []string) []string {
 	return out
 }
 
-func short(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
-}
-
 // ConflictError is returned when a live device blocks the one vxsafe wants. Its text is what Docker
 // shows the user.
 type ConflictError struct {
@@ -124,7 +126,7 @@ type ConflictError struct {
 
 func (e *ConflictError) Error() string {
 	what := fmt.Sprintf("holds VNI %d", e.Want.VNI)
-	advice := fmt.Sprintf("delete it, or give this network another VNI with -o %s=N", OptVNIListKey)
+	advice := fmt.Sprintf("delete it, or give this network another VNI with -o %s=N", netconfig.OptVNIList)
 	if e.ByName {
 		what = fmt.Sprintf("has the name vxsafe needs for VNI %d", e.Want.VNI)
 		advice = "rename or delete it"
@@ -132,6 +134,3 @@ func (e *ConflictError) Error() string {
 	return fmt.Sprintf("%s %s and %s: not deleting a live interface; %s",
 		e.Device, what, e.Reason, advice)
 }
-
-// OptVNIListKey is the network option that chooses a VNI (Docker overlay's key).
-const OptVNIListKey = "com.docker.network.driver.overlay.vxlanid_list"

@@ -6,6 +6,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
+	"github.com/vxsafe/overlay/netconfig"
 )
 
 // EndpointSpec is the interface of one endpoint: a macvlan (bridge mode) on the network's VXLAN device,
@@ -20,7 +21,7 @@ type EndpointSpec struct {
 }
 
 func (s EndpointSpec) String() string {
-	return fmt.Sprintf("endpoint interface %q (endpoint %s)", s.Name, short(s.EndpointID))
+	return fmt.Sprintf("endpoint interface %q (endpoint %s)", s.Name, netconfig.ShortID(s.EndpointID))
 }
 
 // CreateEndpointIf creates the endpoint's interface. An interface already holding the name is deleted

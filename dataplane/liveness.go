@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -72,22 +70,12 @@ func (m *Manager) SandboxExists(key string) (exists, known bool) {
 func (m *Manager) EndpointInterfaces() (map[string]string, error) {
 	out := map[string]string{}
 	for _, ns := range m.Namespaces() {
-		h := m.h
-		if !ns.Host {
-			fd, err := netns.GetFromPath(ns.Path)
-			if err != nil {
-				continue // gone meanwhile
-			}
-			h, err = netlink.NewHandleAt(fd)
-			fd.Close()
-			if err != nil {
-				continue
-			}
+		h, release, err := m.handleIn(ns)
+		if err != nil {
+			continue // gone meanwhile
 		}
 		links, err := listLinks(h)
-		if !ns.Host {
-			h.Close()
-		}
+		release()
 		if err != nil {
 			if ns.Host {
 				return nil, fmt.Errorf("listing interfaces of the host namespace: %w", err)

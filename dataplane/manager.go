@@ -61,6 +61,9 @@ type Options struct {
 	// NS is the "host" namespace the Manager works in. Zero (or negative): the calling process's namespace.
 	// Tests pass a fresh namespace of their own.
 	NS netns.NsHandle
+	// NSPath, when set, names the host namespace instead of NS: the network namespace at that path (e.g. a
+	// swarm node that is a namespace, for the doctor).
+	NSPath string
 	// ProcRoot is where the host's /proc is visible (default "/proc"). Namespaces are discovered through
 	// ProcRoot/*/ns/net and the nsfs mounts listed in ProcRoot/1/mountinfo, opened through ProcRoot/1/root.
 	ProcRoot string
@@ -101,13 +104,20 @@ func New(opts Options) (*Manager, error) {
 	}
 	ns := opts.NS
 	given := ns > 0 // the zero value means "not set" (fd 0 is stdin, never a namespace)
-	if !given {
+	switch {
+	case opts.NSPath != "":
+		fd, err := netns.GetFromPath(opts.NSPath)
+		if err != nil {
+			return nil, fmt.Errorf("opening network namespace %s: %w", opts.NSPath, err)
+		}
+		ns, m.ownNS, given = fd, true, true
+	case !given:
 		cur, err := netns.Get()
 		if err != nil {
 			return nil, fmt.Errorf("opening the current network namespace: %w", err)
 		}
 		ns, m.ownNS = cur, true
-	} else {
+	default:
 		dup, err := unix.Dup(int(ns))
 		if err != nil {
 			return nil, fmt.Errorf("duplicating the namespace handle: %w", err)
@@ -143,9 +153,6 @@ func (m *Manager) Close() {
 		m.ns.Close()
 	}
 }
-
-// Handle is the netlink handle in the host namespace (read-only uses, e.g. by tests and the doctor).
-func (m *Manager) Handle() *netlink.Handle { return m.h }
 
 // UnderlayMTU returns the MTU of the interface that carries VXLAN traffic: the one holding addr when
 // given, else the one of the default route, else 1500.

@@ -12,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -204,16 +203,11 @@ func (m *Manager) ScanVXLAN(all, foreign bool) ([]Device, error) {
 			continue
 		}
 		func() {
-			fd, err := netns.GetFromPath(ns.Path)
+			h, release, err := m.handleIn(ns)
 			if err != nil {
 				return
 			}
-			defer fd.Close()
-			h, err := netlink.NewHandleAt(fd)
-			if err != nil {
-				return
-			}
-			defer h.Close()
+			defer release()
 			links, err := listLinks(h)
 			if err != nil {
 				return
@@ -344,19 +338,14 @@ func (m *Manager) deleteLink(d Device) (gone bool, err error) {
 	if err := m.hooks.check(StepDeleteStale); err != nil {
 		return false, err
 	}
-	h := m.h
-	if !d.NS.Host {
-		fd, err := netns.GetFromPath(d.NS.Path)
-		if err != nil {
-			return false, fmt.Errorf("opening %s: %w", d.NS.Desc, err)
-		}
-		defer fd.Close()
-		h, err = netlink.NewHandleAt(fd)
-		if err != nil {
-			return false, fmt.Errorf("netlink in %s: %w", d.NS.Desc, err)
-		}
-		defer h.Close()
+	h, release, err := m.handleIn(d.NS)
+	if errors.Is(err, ErrDeviceGone) {
+		return true, nil // its namespace was replaced
 	}
+	if err != nil {
+		return false, err
+	}
+	defer release()
 	l, err := h.LinkByIndex(d.Index)
 	if err != nil {
 		if isNotFound(err) {

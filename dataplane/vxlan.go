@@ -7,6 +7,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
+	"github.com/vxsafe/overlay/netconfig"
 	"golang.org/x/sys/unix"
 )
 
@@ -77,7 +78,7 @@ func (m *Manager) EnsureVXLAN(spec VXLANSpec, liveNetwork func(netID string) boo
 	return 0, removed, fmt.Errorf("creating %s: the kernel reports that a device already holds this name or VNI, "+
 		"but none is visible in the host namespace, in any bind-mounted network namespace or in any process's: "+
 		"run `vxsafe doctor` on this host, or give the network another VNI with -o %s=N: %w",
-		spec, OptVNIListKey, err)
+		spec, netconfig.OptVNIList, err)
 }
 
 // clearAndCreate removes stale conflicting devices (searching every namespace when all is set) and
@@ -97,9 +98,8 @@ func (m *Manager) clearAndCreate(spec VXLANSpec, all bool, liveNetwork func(stri
 	}
 	var removed []Removed
 	for _, d := range devs {
-		byName := d.NS.Host && d.Name == spec.Name
-		byVNI := d.HostSock && d.VNI == spec.VNI && d.Port == spec.Port
-		if !byName && !byVNI {
+		conflicts, byName := spec.want().Conflict(d)
+		if !conflicts {
 			continue
 		}
 		j := Classify(d, spec.want(), liveNetwork)
@@ -143,9 +143,7 @@ func (m *Manager) clearAndCreate(spec VXLANSpec, all bool, liveNetwork func(stri
 // anyStale reports whether a device in devs conflicts with spec and would be judged stale.
 func anyStale(devs []Device, spec VXLANSpec, liveNetwork func(string) bool) bool {
 	for _, d := range devs {
-		byName := d.NS.Host && d.Name == spec.Name
-		byVNI := d.HostSock && d.VNI == spec.VNI && d.Port == spec.Port
-		if (byName || byVNI) && Classify(d, spec.want(), liveNetwork).Verdict == Stale {
+		if conflicts, _ := spec.want().Conflict(d); conflicts && Classify(d, spec.want(), liveNetwork).Verdict == Stale {
 			return true
 		}
 	}
@@ -178,8 +176,8 @@ func (m *Manager) conflicts(spec VXLANSpec, all bool, liveNetwork func(string) b
 		return nil
 	}
 	for _, d := range devs {
-		byName := d.NS.Host && d.Name == spec.Name
-		if !byName && !(d.HostSock && d.VNI == spec.VNI && d.Port == spec.Port) {
+		conflicts, byName := spec.want().Conflict(d)
+		if !conflicts {
 			continue
 		}
 		j := Classify(d, spec.want(), liveNetwork)
@@ -251,7 +249,7 @@ func (m *Manager) DeleteVXLAN(spec VXLANSpec) error {
 	}
 	if l.Attrs().Alias != NetworkAlias(spec.NetworkID) {
 		return fmt.Errorf("%s (ifindex %d) is not vxsafe's device for network %s (alias %q): not deleting it",
-			spec, l.Attrs().Index, short(spec.NetworkID), l.Attrs().Alias)
+			spec, l.Attrs().Index, netconfig.ShortID(spec.NetworkID), l.Attrs().Alias)
 	}
 	if err := m.hooks.check(StepDeleteVXLAN); err != nil {
 		return fmt.Errorf("deleting %s: %w", spec, err)
@@ -272,39 +270,68 @@ func (m *Manager) VXLANIndex(spec VXLANSpec) (int, bool) {
 	return l.Attrs().Index, true
 }
 
+// Link is an interface of the host namespace that carries a vxsafe alias, as Owned found it.
+type Link struct {
+	Name       string
+	Index      int
+	Kind       string // the kernel's link kind: "vxlan", "macvlan", ...
+	Alias      string
+	NetworkID  string
+	EndpointID string // empty for a network's VXLAN device
+}
+
 // Owned lists the devices of the host namespace that carry a vxsafe alias.
-func (m *Manager) Owned() (networks, endpoints []netlink.Link, err error) {
+func (m *Manager) Owned() (networks, endpoints []Link, err error) {
 	links, err := listLinks(m.h)
 	if err != nil {
 		return nil, nil, fmt.Errorf("listing interfaces of the host namespace: %w", err)
 	}
 	for _, l := range links {
-		_, ep, ok := ParseAlias(l.Attrs().Alias)
-		switch {
-		case !ok:
-		case ep == "":
-			networks = append(networks, l)
-		default:
-			endpoints = append(endpoints, l)
+		a := l.Attrs()
+		netID, epID, ok := ParseAlias(a.Alias)
+		if !ok {
+			continue
+		}
+		o := Link{Name: a.Name, Index: a.Index, Kind: l.Type(), Alias: a.Alias, NetworkID: netID, EndpointID: epID}
+		if epID == "" {
+			networks = append(networks, o)
+		} else {
+			endpoints = append(endpoints, o)
 		}
 	}
 	return networks, endpoints, nil
 }
 
 // DeleteOwned deletes one of the links Owned returned, checking it is still the same device.
-func (m *Manager) DeleteOwned(l netlink.Link) error {
-	cur, err := m.h.LinkByIndex(l.Attrs().Index)
+func (m *Manager) DeleteOwned(l Link) error {
+	cur, err := m.h.LinkByIndex(l.Index)
 	if err != nil {
 		if isNotFound(err) {
 			return nil
 		}
 		return err
 	}
-	if cur.Attrs().Alias != l.Attrs().Alias {
+	if cur.Attrs().Alias != l.Alias {
 		return nil
 	}
 	if err := m.h.LinkDel(cur); err != nil && !isNotFound(err) {
 		return fmt.Errorf("deleting %s interface %q (ifindex %d): %w", cur.Type(), cur.Attrs().Name, cur.Attrs().Index, err)
 	}
 	return nil
+}
+
+// HostUppers maps the ifindex of each VXLAN device of the host namespace to the devices stacked on it,
+// in any namespace ("name" in the host namespace, "name (namespace)" elsewhere).
+func (m *Manager) HostUppers() (map[int][]string, error) {
+	devs, err := m.ScanVXLAN(true, false)
+	if err != nil {
+		return nil, err
+	}
+	uppers := map[int][]string{}
+	for _, dev := range devs {
+		if dev.NS.Host {
+			uppers[dev.Index] = dev.Uppers
+		}
+	}
+	return uppers, nil
 }

@@ -1,19 +1,13 @@
 package doctor
 
 import (
-	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/vxsafe/overlay/engine"
 	"github.com/vxsafe/overlay/netconfig"
 )
 
@@ -47,11 +41,9 @@ func (n Network) kind() string {
 	return ""
 }
 
-// dockerAPI is a minimal client of the Docker Engine API (plain net/http; no Docker client module).
+// dockerAPI is the doctor's view of the Docker API.
 type dockerAPI struct {
-	host string // as given, e.g. unix:///var/run/docker.sock
-	base string // URL prefix, e.g. http://docker
-	c    *http.Client
+	c *engine.Client
 }
 
 // dockerHost picks the API address: the flag, else DOCKER_HOST, else the default socket.
@@ -66,91 +58,26 @@ func dockerHost(flagValue string, getenv func(string) string) string {
 }
 
 func newDockerAPI(host string, getenv func(string) string) (*dockerAPI, error) {
-	u, err := url.Parse(host)
+	c, err := engine.New(host, dockerTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("docker host %q: %w", host, err)
+		return nil, err
 	}
-	tr := &http.Transport{DisableKeepAlives: true}
-	a := &dockerAPI{host: host, c: &http.Client{Transport: tr, Timeout: dockerTimeout}}
-	switch u.Scheme {
-	case "unix":
-		path := u.Path
-		if path == "" {
-			path = u.Opaque
-		}
-		if path == "" {
-			return nil, fmt.Errorf("docker host %q: no socket path", host)
-		}
-		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		}
-		a.base = "http://docker"
-	case "tcp", "http":
-		if getenv("DOCKER_TLS_VERIFY") != "" {
-			return nil, fmt.Errorf("docker host %q: TLS (DOCKER_TLS_VERIFY) is not supported by vxsafe doctor; "+
-				"use the daemon's unix socket with --docker-host unix:///PATH", host)
-		}
-		a.base = "http://" + u.Host
-	default:
-		return nil, fmt.Errorf("docker host %q: scheme %q not supported (unix:// or tcp://)", host, u.Scheme)
+	if c.TCP() && getenv("DOCKER_TLS_VERIFY") != "" {
+		return nil, fmt.Errorf("docker host %q: TLS (DOCKER_TLS_VERIFY) is not supported by vxsafe doctor; "+
+			"use the daemon's unix socket with --docker-host unix:///PATH", host)
 	}
-	return a, nil
-}
-
-func (a *dockerAPI) get(path string, v any) error {
-	ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+path, nil)
-	if err != nil {
-		return fmt.Errorf("GET %s: %w", path, err)
-	}
-	resp, err := a.c.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // the URL is a placeholder for the socket: name the socket instead
-		}
-		return fmt.Errorf("GET %s from %s: %w", path, a.host, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
-	if err != nil {
-		return fmt.Errorf("GET %s from %s: reading the answer: %w", path, a.host, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s from %s: %s: %s", path, a.host, resp.Status, strings.TrimSpace(string(body)))
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return fmt.Errorf("GET %s from %s: decoding the answer: %w", path, a.host, err)
-	}
-	return nil
-}
-
-type apiNetwork struct {
-	Name       string                     `json:"Name"`
-	ID         string                     `json:"Id"`
-	Driver     string                     `json:"Driver"`
-	Options    map[string]string          `json:"Options"`
-	Containers map[string]json.RawMessage `json:"Containers"`
+	return &dockerAPI{c: c}, nil
 }
 
 // Networks lists the daemon's networks with their VNIs. Docker overlay networks use the swarm's
 // data-path port when a manager reports it, else 4789; vxsafe networks their vxsafe.port option, else 4789.
 func (a *dockerAPI) Networks() ([]Network, error) {
-	var raw []apiNetwork
-	if err := a.get("/networks", &raw); err != nil {
+	raw, err := a.c.Networks()
+	if err != nil {
 		return nil, err
 	}
 	overlayPort := netconfig.DefaultPort
-	var info struct {
-		Swarm struct {
-			Cluster *struct {
-				DataPathPort int `json:"DataPathPort"`
-			} `json:"Cluster"`
-		} `json:"Swarm"`
-	}
-	if err := a.get("/info", &info); err == nil && info.Swarm.Cluster != nil && info.Swarm.Cluster.DataPathPort > 0 {
+	if info, err := a.c.Info(); err == nil && info.Swarm.Cluster != nil && info.Swarm.Cluster.DataPathPort > 0 {
 		overlayPort = info.Swarm.Cluster.DataPathPort
 	}
 	out := make([]Network, 0, len(raw))
@@ -172,8 +99,8 @@ func (a *dockerAPI) Networks() ([]Network, error) {
 
 // LocalContainers is the number of this node's containers attached to network id.
 func (a *dockerAPI) LocalContainers(id string) (int, error) {
-	var n apiNetwork
-	if err := a.get("/networks/"+url.PathEscape(id), &n); err != nil {
+	n, err := a.c.Network(id)
+	if err != nil {
 		return 0, err
 	}
 	return len(n.Containers), nil

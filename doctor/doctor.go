@@ -5,7 +5,7 @@
 // `error creating vxlan interface: file exists`: find the device that holds the VNI, check it is unused,
 // delete it.
 //
-// The scanning and the rules come from package dataplane (ScanVXLAN, Classify): the doctor judges a device
+// The scanning and the rules come from package dataplane (ScanSockets, Classify): the doctor judges a device
 // exactly as the plugin does before it deletes one, and adds what only an operator's view needs: owners
 // from the Docker API, and conflicts (two devices on one VNI and port, or a live device holding what a
 // known network needs).
@@ -23,7 +23,6 @@ import (
 	"text/tabwriter"
 
 	"github.com/sirupsen/logrus"
-	"github.com/vishvananda/netns"
 	"github.com/vxsafe/overlay/dataplane"
 	"golang.org/x/sys/unix"
 )
@@ -145,7 +144,6 @@ flags:
 type doctor struct {
 	opts Options
 	m    *dataplane.Manager
-	ns   netns.NsHandle // the host namespace
 	api  *dockerAPI
 	host string // the host namespace, for the report
 	apiE error  // why the API client could not be built
@@ -158,21 +156,11 @@ func open(opts Options) (*doctor, error) {
 	d := &doctor{opts: opts, host: "namespace of this process"}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	dpo := dataplane.Options{ProcRoot: opts.ProcRoot, Log: logrus.NewEntry(log)}
-	var err error
 	if opts.NetNS != "" {
-		d.ns, err = netns.GetFromPath(opts.NetNS)
-		if err != nil {
-			return nil, fmt.Errorf("opening network namespace %s: %w", opts.NetNS, err)
-		}
 		d.host = opts.NetNS
-	} else if d.ns, err = netns.Get(); err != nil {
-		return nil, fmt.Errorf("opening the network namespace of this process: %w", err)
 	}
-	dpo.NS = d.ns
-	m, err := dataplane.New(dpo)
+	m, err := dataplane.New(dataplane.Options{NSPath: opts.NetNS, ProcRoot: opts.ProcRoot, Log: logrus.NewEntry(log)})
 	if err != nil {
-		d.ns.Close()
 		return nil, err
 	}
 	d.m = m
@@ -182,7 +170,6 @@ func open(opts Options) (*doctor, error) {
 
 func (d *doctor) close() {
 	d.m.Close()
-	d.ns.Close()
 }
 
 // check scans and judges every device.
@@ -206,7 +193,7 @@ func (d *doctor) check() (*Report, error) {
 			return cache[id]
 		}
 	}
-	devs, err := scan(d.m, d.ns, d.opts.NetNS == "")
+	devs, err := d.m.ScanSockets(d.opts.NetNS == "")
 	if err != nil {
 		return nil, err
 	}
@@ -312,7 +299,7 @@ func (d *doctor) run(stdout, stderr io.Writer, stdin io.Reader) int {
 		case err == nil:
 			fix.Removed = append(fix.Removed, o)
 			fmt.Fprintf(say, "removed %s (ifindex %d, %s): it %s\n", e.Name, e.Index, e.Namespace, cur.Reason)
-		case errors.Is(err, errGone):
+		case errors.Is(err, dataplane.ErrDeviceGone):
 			o.Reason = "no longer there"
 			fix.Kept = append(fix.Kept, o)
 			fmt.Fprintf(say, "%s (ifindex %d, %s) is no longer there\n", e.Name, e.Index, e.Namespace)

@@ -48,19 +48,12 @@ func (o Owner) String() string {
 		return kindUnknown
 	}
 	if o.NetworkName != "" {
-		return fmt.Sprintf("%s %q (%s)", o.Kind, o.NetworkName, short(o.NetworkID))
+		return fmt.Sprintf("%s %q (%s)", o.Kind, o.NetworkName, netconfig.ShortID(o.NetworkID))
 	}
 	if o.Kind == kindVxsafe && o.Via == "alias" {
-		return fmt.Sprintf("%s %s", o.Kind, short(o.IDPrefix))
+		return fmt.Sprintf("%s %s", o.Kind, netconfig.ShortID(o.IDPrefix))
 	}
 	return fmt.Sprintf("%s %s*", o.Kind, o.IDPrefix)
-}
-
-// scanned is a device with the namespace that holds its UDP socket (and so its VNI).
-type scanned struct {
-	dataplane.Device
-	SockIno  uint64 // 0: unknown
-	SockDesc string
 }
 
 // Entry is one row of the doctor's report.
@@ -90,7 +83,7 @@ func (e Entry) Device() dataplane.Device { return e.dev }
 
 // judge gives every device its owner and verdict. nets is what the Docker API listed (apiOK false: the API
 // was not reachable). liveNetwork tells whether a vxsafe network has containers on this host (nil: unknown).
-func judge(devs []scanned, nets []Network, apiOK bool, liveNetwork func(string) bool) []Entry {
+func judge(devs []dataplane.SocketDevice, nets []Network, apiOK bool, liveNetwork func(string) bool) []Entry {
 	// Devices sharing VNI and port on one socket namespace: the kernel lets only one of them work.
 	type sockKey struct {
 		ino  uint64
@@ -127,16 +120,15 @@ func judge(devs []scanned, nets []Network, apiOK bool, liveNetwork func(string) 
 					continue
 				}
 				for _, v := range n.VNIs {
-					byName := d.NS.Host && d.Name == netconfig.DeviceName(v, n.ID)
-					byVNI := d.HostSock && d.VNI == v && d.Port == n.Port
-					if !byName && !byVNI {
+					conflicts, byName := dataplane.Want{Name: netconfig.DeviceName(v, n.ID), VNI: v, Port: n.Port}.Conflict(d.Device)
+					if !conflicts {
 						continue
 					}
 					what := fmt.Sprintf("holds VNI %d (port %d)", v, n.Port)
 					if byName {
 						what = fmt.Sprintf("has the device name for VNI %d", v)
 					}
-					problems = append(problems, fmt.Sprintf("%s that %s network %q (%s) needs", what, n.kind(), n.Name, short(n.ID)))
+					problems = append(problems, fmt.Sprintf("%s that %s network %q (%s) needs", what, n.kind(), n.Name, netconfig.ShortID(n.ID)))
 				}
 			}
 		}
@@ -213,14 +205,14 @@ func resolveOwner(o *Owner, nets []Network, apiOK bool, match func(Network) bool
 	default:
 		names := make([]string, len(found))
 		for i, n := range found {
-			names[i] = fmt.Sprintf("%q (%s)", n.Name, short(n.ID))
+			names[i] = fmt.Sprintf("%q (%s)", n.Name, netconfig.ShortID(n.ID))
 		}
 		o.Note = "the ID prefix matches several networks: " + strings.Join(names, ", ")
 	}
 }
 
 // isDeviceOf tells whether d is network n's own device (so holding n's name or VNI is no conflict).
-func isDeviceOf(d scanned, n Network) bool {
+func isDeviceOf(d dataplane.SocketDevice, n Network) bool {
 	netID, ep, ours := dataplane.ParseAlias(d.Alias)
 	switch n.kind() {
 	case kindVxsafe:
@@ -247,11 +239,4 @@ func isDeviceOf(d scanned, n Network) bool {
 		}
 	}
 	return false
-}
-
-func short(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }

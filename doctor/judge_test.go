@@ -12,8 +12,8 @@ var (
 	otherNS = dataplane.Namespace{Ino: 2, Path: "/run/netns/x", Desc: "netns mounted at /run/netns/x", Mount: "/run/netns/x"}
 )
 
-func dev(name string, vni uint32, ns dataplane.Namespace, sock uint64, mods ...func(*scanned)) scanned {
-	s := scanned{Device: dataplane.Device{Name: name, Index: len(name), VNI: vni, Port: 4789, Up: true, NS: ns,
+func dev(name string, vni uint32, ns dataplane.Namespace, sock uint64, mods ...func(*dataplane.SocketDevice)) dataplane.SocketDevice {
+	s := dataplane.SocketDevice{Device: dataplane.Device{Name: name, Index: len(name), VNI: vni, Port: 4789, Up: true, NS: ns,
 		HostSock: sock == 1, Addrs: []string{"10.0.0.1/24"}}, SockIno: sock, SockDesc: "ns " + string(rune('0'+sock))}
 	for _, m := range mods {
 		m(&s)
@@ -21,7 +21,7 @@ func dev(name string, vni uint32, ns dataplane.Namespace, sock uint64, mods ...f
 	return s
 }
 
-func down(s *scanned) { s.Up, s.Addrs = false, nil }
+func down(s *dataplane.SocketDevice) { s.Up, s.Addrs = false, nil }
 
 func byName(es []Entry) map[string]Entry {
 	m := map[string]Entry{}
@@ -32,14 +32,14 @@ func byName(es []Entry) map[string]Entry {
 }
 
 func TestDuplicateVNIOnOneSocketNamespace(t *testing.T) {
-	es := byName(judge([]scanned{
+	es := byName(judge([]dataplane.SocketDevice{
 		dev("a", 7000, hostNS, 1),
-		dev("b", 7000, otherNS, 1),                                    // moved away, socket still in the host namespace
-		dev("c", 7000, otherNS, 2),                                    // its own socket namespace: no conflict
-		dev("d", 7000, hostNS, 1, down),                               // stale, and says it duplicates
-		dev("e", 7000, otherNS, 0),                                    // socket unknown: never grouped
-		dev("f", 7001, hostNS, 1),                                     // other VNI
-		dev("g", 7000, hostNS, 1, func(s *scanned) { s.Port = 8472 }), // other port
+		dev("b", 7000, otherNS, 1),      // moved away, socket still in the host namespace
+		dev("c", 7000, otherNS, 2),      // its own socket namespace: no conflict
+		dev("d", 7000, hostNS, 1, down), // stale, and says it duplicates
+		dev("e", 7000, otherNS, 0),      // socket unknown: never grouped
+		dev("f", 7001, hostNS, 1),       // other VNI
+		dev("g", 7000, hostNS, 1, func(s *dataplane.SocketDevice) { s.Port = 8472 }), // other port
 	}, nil, false, nil))
 	for _, n := range []string{"a", "b"} {
 		if e := es[n]; e.Verdict != VerdictConflict || !strings.Contains(e.Reason, "on the same socket namespace") ||
@@ -62,18 +62,22 @@ func TestKnownNetworkNeeds(t *testing.T) {
 		{ID: "abcde12345fghij67890klmno", Name: "web", Driver: "overlay", VNIs: []uint32{4097}, Port: 4789},
 		{ID: "vxsaf12345fghij67890klmno", Name: "app", Driver: "myrepo/vxsafe:1.2", VNIs: []uint32{0x100002}, Port: 4789},
 	}
-	alias := func(id string) func(*scanned) { return func(s *scanned) { s.Alias = dataplane.NetworkAlias(id) } }
-	es := byName(judge([]scanned{
+	alias := func(id string) func(*dataplane.SocketDevice) {
+		return func(s *dataplane.SocketDevice) { s.Alias = dataplane.NetworkAlias(id) }
+	}
+	es := byName(judge([]dataplane.SocketDevice{
 		// web's own host-side device: no conflict with web.
 		dev("vx-001001-abcde", 4097, hostNS, 1),
 		// web's name, wrong VNI.
-		dev("vx-001001-abcdf", 1, hostNS, 1, func(s *scanned) { s.Name = "vx-001001-abcde"; s.Index = 99 }),
+		dev("vx-001001-abcdf", 1, hostNS, 1, func(s *dataplane.SocketDevice) { s.Name = "vx-001001-abcde"; s.Index = 99 }),
 		// app's device without vxsafe's alias, and with it.
 		dev("vx-100002-vxsaf", 0x100002, hostNS, 1),
 		dev("vxsafe-own", 0x100002, otherNS, 2, alias(nets[1].ID)),
 		// web's sandbox device in 1-<id10>.
 		dev("vxlan0", 4097, dataplane.Namespace{Ino: 3, Path: "/p", Desc: "sb", Mount: "/run/docker/netns/1-abcde12345"}, 4,
-			func(s *scanned) { s.Master, s.SandboxBridge, s.SandboxPorts = "br0", "br0", []string{"veth0"} }),
+			func(s *dataplane.SocketDevice) {
+				s.Master, s.SandboxBridge, s.SandboxPorts = "br0", "br0", []string{"veth0"}
+			}),
 	}, nets, true, nil))
 	if e := es["vx-001001-abcde"]; e.Verdict != VerdictConflict || !strings.Contains(e.Reason, `has the device name for VNI 4097 that overlay network "web"`) {
 		t.Errorf("wrong-VNI device with web's name: %s: %s", e.Verdict, e.Reason)
@@ -122,7 +126,7 @@ func TestDockerHostAndParsing(t *testing.T) {
 	if _, err := newDockerAPI("ssh://h", env(nil)); err == nil {
 		t.Error("ssh accepted")
 	}
-	if a, err := newDockerAPI("tcp://127.0.0.1:2375", env(nil)); err != nil || a.base != "http://127.0.0.1:2375" {
+	if a, err := newDockerAPI("tcp://127.0.0.1:2375", env(nil)); err != nil || !a.c.TCP() || a.c.Host() != "tcp://127.0.0.1:2375" {
 		t.Errorf("tcp: %v %v", a, err)
 	}
 	if got := parseVNIList(" 4097,4098,x,0,16777216"); len(got) != 2 || got[0] != 4097 || got[1] != 4098 {
@@ -139,10 +143,10 @@ func TestDockerHostAndParsing(t *testing.T) {
 func TestVxsafeDeviceLiveness(t *testing.T) {
 	nets := []Network{{ID: "busy", Name: "busy", Driver: "vxsafe/overlay:latest"}, {ID: "idle", Name: "idle", Driver: "vxsafe/overlay:latest"}}
 	live := func(id string) bool { return id == "busy" }
-	mk := func(name, id string) scanned {
-		return dev(name, 1, hostNS, 0, func(s *scanned) { s.Alias, s.Addrs = dataplane.NetworkAlias(id), nil })
+	mk := func(name, id string) dataplane.SocketDevice {
+		return dev(name, 1, hostNS, 0, func(s *dataplane.SocketDevice) { s.Alias, s.Addrs = dataplane.NetworkAlias(id), nil })
 	}
-	es := byName(judge([]scanned{mk("vx-busy", "busy"), mk("vx-idle", "idle")}, nets, true, live))
+	es := byName(judge([]dataplane.SocketDevice{mk("vx-busy", "busy"), mk("vx-idle", "idle")}, nets, true, live))
 	if e := es["vx-busy"]; e.Verdict != VerdictLive || !strings.Contains(e.Reason, "has endpoints on this host") {
 		t.Errorf("busy: %s: %s", e.Verdict, e.Reason)
 	}

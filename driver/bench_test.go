@@ -32,6 +32,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vxsafe/overlay/dataplane"
 	"github.com/vxsafe/overlay/internal/nstest"
+	"github.com/vxsafe/overlay/internal/plot"
 	"github.com/vxsafe/overlay/netconfig"
 	"github.com/vxsafe/overlay/store"
 	"golang.org/x/sys/unix"
@@ -649,4 +650,13 @@ func loadavg1() string {
 		return f[0]
 	}
 	return "?"
+}
+
+// writeJoinPlot writes the plot of BenchmarkJoinLeave's rows as a PNG.
+func writeJoinPlot(path string, rows []latencyRow, note string) error {
+	points := make([]plot.Point, len(rows))
+	for i, r := range rows {
+		points[i] = plot.Point{State: r.State, Endpoints: r.Endpoints, P50: r.JoinP50, P99: r.JoinP99}
+	}
+	return plot.WriteJoinLatency(path, points, fmt.Sprintf("vxsafe/overlay, %d Joins per point, %s; p99 dashed", benchSamples(), note))
 }

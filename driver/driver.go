@@ -4,17 +4,15 @@
 package driver
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
-	"github.com/docker/go-plugins-helpers/network"
 	"github.com/sirupsen/logrus"
 	"github.com/vxsafe/overlay/dataplane"
+	"github.com/vxsafe/overlay/gossip"
 	"github.com/vxsafe/overlay/netconfig"
 	"github.com/vxsafe/overlay/store"
 	"github.com/vxsafe/overlay/vni"
@@ -23,7 +21,7 @@ import (
 // Config configures a Driver.
 type Config struct {
 	Store     *store.Store
-	Dataplane *dataplane.Manager
+	Dataplane Dataplane // a *dataplane.Manager
 	VNIMin    uint32
 	VNIMax    uint32
 	Port      int // default VXLAN UDP port (4789)
@@ -40,24 +38,40 @@ type Config struct {
 	DeadEndpointGrace time.Duration
 }
 
+// Dataplane is the kernel work the driver asks for; *dataplane.Manager does it. The driver's policy
+// (which peers to program, what to sweep and reap) is tested against a fake of it, without root.
+type Dataplane interface {
+	// The network's VXLAN device.
+	EnsureVXLAN(spec dataplane.VXLANSpec, liveNetwork func(netID string) bool) (int, []dataplane.Removed, error)
+	DeleteVXLAN(spec dataplane.VXLANSpec) error
+	VXLANIndex(spec dataplane.VXLANSpec) (int, bool)
+	UnderlayMTU(addr net.IP) int
+	// The endpoints' interfaces.
+	CreateEndpointIf(spec dataplane.EndpointSpec) ([]dataplane.Removed, error)
+	DeleteEndpointIf(netID, epID, name string) error
+	// Remote endpoints on a device.
+	AddPeer(vxIndex int, p dataplane.Peer) error
+	DelPeer(vxIndex int, p dataplane.Peer) error
+	Peers(vxIndex int) ([]dataplane.Peer, error)
+	// What the sweep and the reaping of dead endpoints look at.
+	SandboxExists(key string) (exists, known bool)
+	EndpointInterfaces() (map[string]string, error)
+	Owned() (networks, endpoints []dataplane.Link, err error)
+	DeleteOwned(l dataplane.Link) error
+	HostUppers() (map[int][]string, error)
+}
+
+var _ Dataplane = (*dataplane.Manager)(nil)
+
 // Control is what the driver needs of the control plane (the gossip agent implements it).
 type Control interface {
 	// SetVTEP tells the control plane this node's data-path address (it may start gossiping then).
 	SetVTEP(addr string)
 	// AddSeed hands an address of another node to the control plane (never blocks).
 	AddSeed(addr string)
-	Publish(ep RemoteEndpoint)
+	Publish(ep gossip.Endpoint)
 	Withdraw(netID, epID string)
-	Remote(netID string) []RemoteEndpoint
-}
-
-// RemoteEndpoint is an endpoint as the control plane knows it.
-type RemoteEndpoint struct {
-	Network    string
-	EndpointID string
-	IP         string
-	MAC        string
-	VTEP       string
+	Remote(netID string) []gossip.Endpoint
 }
 
 // Metrics receives counters; nil records nothing.
@@ -71,27 +85,53 @@ type netState struct {
 	mu      sync.Mutex // serialises Join, Leave, DeleteEndpoint and sweeps on this network
 	rec     store.NetworkRecord
 	spec    dataplane.VXLANSpec
-	vxIndex int // 0 while the device is not there
-	joined  map[string]bool
+	vxIndex int                      // 0 while the device is not there
+	joined  map[string]localEndpoint // endpoints joined on this host (from their record's write on)
+}
+
+// isJoined reports whether endpoint epID is joined on this host. ns.mu is held.
+func (ns *netState) isJoined(epID string) bool {
+	_, ok := ns.joined[epID]
+	return ok
+}
+
+// localEndpoint is what the driver keeps of an endpoint joined on this host: its addresses, which no
+// remote endpoint may take (nil when its record holds none that parses).
+type localEndpoint struct {
+	ip  net.IP
+	mac net.HardwareAddr
+}
+
+func localOf(ep store.EndpointRecord) localEndpoint {
+	var l localEndpoint
+	if ip, _, err := net.ParseCIDR(ep.IP); err == nil {
+		l.ip = ip
+	}
+	if mac, err := net.ParseMAC(ep.MAC); err == nil {
+		l.mac = mac
+	}
+	return l
+}
+
+// published is a local endpoint as the control plane announces it.
+func (d *Driver) published(ep store.EndpointRecord) gossip.Endpoint {
+	ip, _, _ := net.ParseCIDR(ep.IP)
+	return gossip.Endpoint{Network: ep.NetworkID, EndpointID: ep.EndpointID, IP: ip.String(), MAC: ep.MAC, VTEP: d.VTEP()}
 }
 
 // Driver implements network.Driver.
 type Driver struct {
 	cfg   Config
 	log   *logrus.Entry
-	dp    *dataplane.Manager
+	dp    Dataplane
 	st    *store.Store
 	alloc *vni.Allocator
+
+	sweep *sweepState
 
 	mu       sync.Mutex
 	networks map[string]*netState
 	vtep     string
-	// firstSeen remembers when the sweep first saw an endpoint interface in the host namespace.
-	firstSeen map[string]time.Time
-	// keptReported: devices the sweep kept because they carry uppers, already logged at info.
-	keptReported map[string]bool
-	// missingSince: when a joined endpoint was first found without an interface in any namespace.
-	missingSince map[string]time.Time
 }
 
 // New builds a Driver and loads its state. Call Reconcile before serving.
@@ -115,9 +155,8 @@ func New(cfg Config) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading VNI allocations: %w", err)
 	}
-	d := &Driver{cfg: cfg, log: cfg.Log, dp: cfg.Dataplane, st: cfg.Store, alloc: alloc,
-		networks: map[string]*netState{}, vtep: cfg.VTEP, firstSeen: map[string]time.Time{},
-		keptReported: map[string]bool{}, missingSince: map[string]time.Time{}}
+	d := &Driver{cfg: cfg, log: cfg.Log, dp: cfg.Dataplane, st: cfg.Store, alloc: alloc, sweep: newSweepState(),
+		networks: map[string]*netState{}, vtep: cfg.VTEP}
 	nets, err := cfg.Store.ListNetworks()
 	if err != nil {
 		return nil, fmt.Errorf("loading networks from %s: %w", cfg.Store.Path(), err)
@@ -130,7 +169,7 @@ func New(cfg Config) (*Driver, error) {
 		}
 		for _, ep := range eps {
 			if ep.Joined {
-				ns.joined[ep.EndpointID] = true
+				ns.joined[ep.EndpointID] = localOf(ep)
 			}
 		}
 		d.networks[rec.ID] = ns
@@ -146,7 +185,7 @@ func (d *Driver) newNetState(rec store.NetworkRecord) *netState {
 	if port == 0 {
 		port = d.cfg.Port
 	}
-	return &netState{rec: rec, joined: map[string]bool{}, spec: dataplane.VXLANSpec{
+	return &netState{rec: rec, joined: map[string]localEndpoint{}, spec: dataplane.VXLANSpec{
 		NetworkID: rec.ID, Name: netconfig.DeviceName(rec.VNI, rec.ID), VNI: rec.VNI, Port: port, MTU: rec.MTU,
 	}}
 }
@@ -157,13 +196,30 @@ func (noMetrics) StaleRemoved(string) {}
 func (noMetrics) ConflictRefused()    {}
 func (noMetrics) Error(string)        {}
 
-func (d *Driver) network(id string) (*netState, error) {
+// lookup returns the state of network id, if known.
+func (d *Driver) lookup(id string) (*netState, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	ns, ok := d.networks[id]
+	return ns, ok
+}
+
+// snapshot returns the states of the known networks, taken under d.mu; each is locked by its own mu.
+func (d *Driver) snapshot() []*netState {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	nets := make([]*netState, 0, len(d.networks))
+	for _, ns := range d.networks {
+		nets = append(nets, ns)
+	}
+	return nets
+}
+
+func (d *Driver) network(id string) (*netState, error) {
+	ns, ok := d.lookup(id)
 	if !ok {
 		return nil, fmt.Errorf("network %s is not known to vxsafe on this host (no CreateNetwork for it): "+
-			"if the plugin's state directory was lost, remove and re-create the network", short(id))
+			"if the plugin's state directory was lost, remove and re-create the network", netconfig.ShortID(id))
 	}
 	return ns, nil
 }
@@ -171,9 +227,7 @@ func (d *Driver) network(id string) (*netState, error) {
 // liveNetwork reports whether a vxsafe network has joined endpoints on this host. It must not take the
 // network's own lock (it is called while another network's lock is held).
 func (d *Driver) liveNetwork(id string) bool {
-	d.mu.Lock()
-	ns, ok := d.networks[id]
-	d.mu.Unlock()
+	ns, ok := d.lookup(id)
 	if !ok {
 		return false
 	}
@@ -189,436 +243,11 @@ func (d *Driver) liveNetwork(id string) bool {
 	return false
 }
 
-func short(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
-}
-
-// GetCapabilities: global scope (swarm-wide networks, node discovery events).
-func (d *Driver) GetCapabilities() (*network.CapabilitiesResponse, error) {
-	return &network.CapabilitiesResponse{Scope: network.GlobalScope, ConnectivityScope: network.GlobalScope}, nil
-}
-
-// AllocateNetwork runs on swarm managers: it picks the network's VNI and returns every option, so that
-// each node's CreateNetwork gets them.
-func (d *Driver) AllocateNetwork(req *network.AllocateNetworkRequest) (*network.AllocateNetworkResponse, error) {
-	if err := netconfig.ValidateID("network", req.NetworkID); err != nil {
-		return nil, err
-	}
-	requested, _, _, err := netconfig.ParseAllocateOptions(req.Options)
-	if err != nil {
-		return nil, fmt.Errorf("network %s: %w", short(req.NetworkID), err)
-	}
-	v, err := d.alloc.Allocate(req.NetworkID, requested)
-	if err != nil {
-		return nil, fmt.Errorf("allocating a VNI for network %s: %w", short(req.NetworkID), err)
-	}
-	opts := make(map[string]string, len(req.Options)+1)
-	for k, val := range req.Options {
-		opts[k] = val
-	}
-	opts[netconfig.OptVNIList] = strconv.FormatUint(uint64(v), 10)
-	d.log.WithFields(logrus.Fields{"network": req.NetworkID, "vni": v}).Info("allocated VNI")
-	return &network.AllocateNetworkResponse{Options: opts}, nil
-}
-
-// FreeNetwork releases the network's VNI on the manager.
-func (d *Driver) FreeNetwork(req *network.FreeNetworkRequest) error {
-	if err := netconfig.ValidateID("network", req.NetworkID); err != nil {
-		return err
-	}
-	v, ok, err := d.alloc.Release(req.NetworkID)
-	if err != nil {
-		return fmt.Errorf("releasing the VNI of network %s: %w", short(req.NetworkID), err)
-	}
-	if ok {
-		d.log.WithFields(logrus.Fields{"network": req.NetworkID, "vni": v}).Info("released VNI")
-	}
-	return nil
-}
-
-// CreateNetwork records the network on this node. The device is made on the first Join.
-func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
-	n, err := netconfig.ParseCreateOptions(req.NetworkID, req.Options, req.IPv4Data)
-	if err != nil {
-		return err
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for id, other := range d.networks {
-		if id != n.ID && other.rec.VNI == n.VNI && other.spec.Port == d.portOf(n.Port) {
-			return fmt.Errorf("network %s: VNI %d is already used on this host by vxsafe network %s: "+
-				"choose another with -o %s=N", short(n.ID), n.VNI, short(id), netconfig.OptVNIList)
-		}
-	}
-	rec := store.NetworkRecord{ID: n.ID, VNI: n.VNI, Port: n.Port, MTU: n.MTU, IPv4: n.IPv4, Options: n.Options, Created: time.Now()}
-	if old, ok := d.networks[n.ID]; ok {
-		rec.Created = old.rec.Created
-	}
-	if err := d.st.PutNetwork(rec); err != nil {
-		return fmt.Errorf("saving network %s: %w", short(n.ID), err)
-	}
-	if old, ok := d.networks[n.ID]; ok {
-		old.rec = rec
-	} else {
-		d.networks[n.ID] = d.newNetState(rec)
-	}
-	d.log.WithFields(logrus.Fields{"network": n.ID, "vni": n.VNI, "interface": netconfig.DeviceName(n.VNI, n.ID)}).Info("network created")
-	return nil
-}
-
-func (d *Driver) portOf(p uint16) int {
-	if p == 0 {
-		return d.cfg.Port
-	}
-	return int(p)
-}
-
-// DeleteNetwork removes the network's device (if still there) and its records.
-func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
-	if err := netconfig.ValidateID("network", req.NetworkID); err != nil {
-		return err
-	}
-	d.mu.Lock()
-	ns, ok := d.networks[req.NetworkID]
-	d.mu.Unlock()
-	if !ok {
-		return nil
-	}
-	ns.mu.Lock()
-	defer ns.mu.Unlock()
-	if err := d.dp.DeleteVXLAN(ns.spec); err != nil {
-		d.log.WithError(err).WithField("network", req.NetworkID).Warn("deleting network: device left alone")
-	}
-	ns.vxIndex = 0
-	if d.cfg.Control != nil {
-		for epID := range ns.joined {
-			d.cfg.Control.Withdraw(req.NetworkID, epID)
-		}
-	}
-	if err := d.st.DeleteNetwork(req.NetworkID); err != nil {
-		return fmt.Errorf("deleting network %s from %s: %w", short(req.NetworkID), d.st.Path(), err)
-	}
-	d.mu.Lock()
-	delete(d.networks, req.NetworkID)
-	d.mu.Unlock()
-	d.log.WithField("network", req.NetworkID).Info("network deleted")
-	return nil
-}
-
-// CreateEndpoint records the endpoint; its interface is made in Join. The MAC is derived from the IP as
-// Docker overlay does, unless libnetwork set one; neither address nor MAC set by libnetwork is returned.
-func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
-	ns, err := d.endpointNetwork(req.NetworkID, req.EndpointID)
-	if err != nil {
-		return nil, err
-	}
-	if req.Interface == nil || req.Interface.Address == "" {
-		return nil, fmt.Errorf("endpoint %s: Interface.Address is missing: vxsafe needs an IPv4 address from IPAM", short(req.EndpointID))
-	}
-	ip, ipnet, err := net.ParseCIDR(req.Interface.Address)
-	if err != nil || ip.To4() == nil {
-		return nil, fmt.Errorf("endpoint %s: Interface.Address %q is not an IPv4 CIDR", short(req.EndpointID), req.Interface.Address)
-	}
-	resp := &network.CreateEndpointResponse{}
-	mac := req.Interface.MacAddress
-	if mac == "" {
-		mac = netconfig.MACFromIP(ip).String()
-		resp.Interface = &network.EndpointInterface{MacAddress: mac}
-	} else if _, err := net.ParseMAC(mac); err != nil {
-		return nil, fmt.Errorf("endpoint %s: Interface.MacAddress %q: %w", short(req.EndpointID), mac, err)
-	}
-	ns.mu.Lock()
-	defer ns.mu.Unlock()
-	rec := store.EndpointRecord{NetworkID: req.NetworkID, EndpointID: req.EndpointID,
-		IP: (&net.IPNet{IP: ip.To4(), Mask: ipnet.Mask}).String(), MAC: mac,
-		IfName: netconfig.EndpointIfName(req.EndpointID), Updated: time.Now()}
-	if err := d.st.PutEndpoint(rec); err != nil {
-		return nil, fmt.Errorf("saving endpoint %s of network %s: %w", short(req.EndpointID), short(req.NetworkID), err)
-	}
-	d.log.WithFields(logrus.Fields{"network": req.NetworkID, "endpoint": req.EndpointID, "address": rec.IP, "mac": mac}).Debug("endpoint created")
-	return resp, nil
-}
-
-// EndpointInfo returns what vxsafe knows of the endpoint.
-func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, error) {
-	if err := netconfig.ValidateID("endpoint", req.EndpointID); err != nil {
-		return nil, err
-	}
-	ns, err := d.network(req.NetworkID)
-	if err != nil {
-		return nil, err
-	}
-	ep, ok, err := d.st.GetEndpoint(req.NetworkID, req.EndpointID)
-	if err != nil {
-		return nil, fmt.Errorf("reading endpoint %s: %w", short(req.EndpointID), err)
-	}
-	if !ok {
-		return nil, fmt.Errorf("endpoint %s of network %s is not known to vxsafe", short(req.EndpointID), short(req.NetworkID))
-	}
-	return &network.InfoResponse{Value: map[string]string{
-		"interface": ep.IfName, "mac": ep.MAC, "address": ep.IP, "vxlan": ns.spec.Name,
-		"vni": strconv.FormatUint(uint64(ns.spec.VNI), 10),
-	}}, nil
-}
-
-// endpointNetwork validates the IDs of an endpoint request and returns the endpoint's network.
-func (d *Driver) endpointNetwork(netID, epID string) (*netState, error) {
-	if err := netconfig.ValidateID("network", netID); err != nil {
-		return nil, err
-	}
-	if err := netconfig.ValidateID("endpoint", epID); err != nil {
-		return nil, err
-	}
-	return d.network(netID)
-}
-
-// DeleteEndpoint removes the endpoint's interface (once libnetwork moved it back) and record, and the
-// network's device when no endpoint of the network is joined on this host any more.
-func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
-	ns, err := d.endpointNetwork(req.NetworkID, req.EndpointID)
-	if err != nil {
-		return err
-	}
-	ns.mu.Lock()
-	defer ns.mu.Unlock()
-	ifName := netconfig.EndpointIfName(req.EndpointID)
-	if err := d.dp.DeleteEndpointIf(req.NetworkID, req.EndpointID, ifName); err != nil {
-		return fmt.Errorf("deleting endpoint %s: %w", short(req.EndpointID), err)
-	}
-	if err := d.st.DeleteEndpoint(req.NetworkID, req.EndpointID); err != nil {
-		return fmt.Errorf("deleting endpoint %s from %s: %w", short(req.EndpointID), d.st.Path(), err)
-	}
-	delete(ns.joined, req.EndpointID)
-	d.releaseDeviceLocked(ns)
-	return nil
-}
-
-// releaseDeviceLocked deletes the network's device when no endpoint is joined. ns.mu is held.
-func (d *Driver) releaseDeviceLocked(ns *netState) {
-	if len(ns.joined) > 0 {
-		return
-	}
-	if err := d.dp.DeleteVXLAN(ns.spec); err != nil {
-		d.cfg.Metrics.Error("delete_vxlan")
-		d.log.WithError(err).WithFields(logrus.Fields{"network": ns.rec.ID, "interface": ns.spec.Name}).
-			Warn("could not delete the network's vxlan interface; the sweep will retry")
-		return
-	}
-	ns.vxIndex = 0
-}
-
-// Join makes the network's device (on the first endpoint), creates the endpoint's interface on it and
-// hands it to libnetwork, which moves it into the container as eth<N>.
-func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
-	ns, err := d.endpointNetwork(req.NetworkID, req.EndpointID)
-	if err != nil {
-		return nil, err
-	}
-	ns.mu.Lock()
-	defer ns.mu.Unlock()
-	log := d.log.WithFields(logrus.Fields{"network": req.NetworkID, "endpoint": req.EndpointID, "vni": ns.spec.VNI})
-	ep, ok, err := d.st.GetEndpoint(req.NetworkID, req.EndpointID)
-	if err != nil {
-		return nil, fmt.Errorf("join of endpoint %s: reading its record: %w", short(req.EndpointID), err)
-	}
-	if !ok {
-		return nil, fmt.Errorf("join of endpoint %s: no CreateEndpoint was seen for it on network %s", short(req.EndpointID), short(req.NetworkID))
-	}
-	mac, err := net.ParseMAC(ep.MAC)
-	if err != nil {
-		return nil, fmt.Errorf("join of endpoint %s: stored MAC %q: %w", short(req.EndpointID), ep.MAC, err)
-	}
-	// State first: a crash after this point leaves a record the sweep and the reconcile understand.
-	ep.Joined, ep.SandboxKey, ep.Updated = true, req.SandboxKey, time.Now()
-	if err := d.st.PutEndpoint(ep); err != nil {
-		return nil, fmt.Errorf("join of endpoint %s: saving its record: %w", short(req.EndpointID), err)
-	}
-	undo := func() {
-		ep.Joined = false
-		if err := d.st.PutEndpoint(ep); err != nil {
-			log.WithError(err).Warn("join failed and its record could not be reverted")
-		}
-		d.releaseDeviceLocked(ns)
-	}
-	if err := d.ensureDeviceLocked(ns, log); err != nil {
-		undo()
-		return nil, fmt.Errorf("join of endpoint %s on network %s: %w", short(req.EndpointID), short(req.NetworkID), err)
-	}
-	removed, err := d.dp.CreateEndpointIf(dataplane.EndpointSpec{NetworkID: req.NetworkID, EndpointID: req.EndpointID,
-		Name: ep.IfName, ParentIndex: ns.vxIndex, MAC: mac, MTU: ns.spec.MTU})
-	d.countRemoved(removed)
-	if err != nil {
-		undo()
-		return nil, fmt.Errorf("join of endpoint %s on network %s: %w", short(req.EndpointID), short(req.NetworkID), err)
-	}
-	ns.joined[req.EndpointID] = true
-	if d.cfg.Control != nil {
-		ip, _, _ := net.ParseCIDR(ep.IP)
-		d.cfg.Control.Publish(RemoteEndpoint{Network: req.NetworkID, EndpointID: req.EndpointID, IP: ip.String(), MAC: ep.MAC, VTEP: d.VTEP()})
-	}
-	log.WithField("interface", ep.IfName).Debug("joined")
-	return &network.JoinResponse{InterfaceName: network.InterfaceName{SrcName: ep.IfName, DstPrefix: "eth"}}, nil
-}
-
-// ensureDeviceLocked makes sure the network's VXLAN device is there; ns.mu is held.
-func (d *Driver) ensureDeviceLocked(ns *netState, log *logrus.Entry) error {
-	if ns.vxIndex != 0 {
-		if idx, ok := d.dp.VXLANIndex(ns.spec); ok && idx == ns.vxIndex {
-			return nil
-		}
-		ns.vxIndex = 0
-	}
-	spec := ns.spec
-	if spec.MTU == 0 {
-		spec.MTU = d.cfg.MTU
-	}
-	if spec.MTU == 0 {
-		spec.MTU = d.dp.UnderlayMTU(net.ParseIP(d.VTEP())) - netconfig.VXLANOverhead
-	}
-	ns.spec.MTU = spec.MTU
-	idx, removed, err := d.dp.EnsureVXLAN(spec, d.liveNetwork)
-	d.countRemoved(removed)
-	if err != nil {
-		var ce *dataplane.ConflictError
-		if errors.As(err, &ce) {
-			d.cfg.Metrics.ConflictRefused()
-			log.WithField("conflict", ce.Device.Name).Error(err.Error())
-		} else {
-			d.cfg.Metrics.Error("ensure_vxlan")
-		}
-		return err
-	}
-	ns.vxIndex = idx
-	d.programPeersLocked(ns, false)
-	return nil
-}
-
-func (d *Driver) countRemoved(removed []dataplane.Removed) {
-	for _, r := range removed {
-		d.cfg.Metrics.StaleRemoved(r.Reason)
-	}
-}
-
-// Leave marks the endpoint as gone from its container and withdraws it from the other hosts. The
-// interface is still in the container now; libnetwork moves it back before DeleteEndpoint.
-func (d *Driver) Leave(req *network.LeaveRequest) error {
-	ns, err := d.endpointNetwork(req.NetworkID, req.EndpointID)
-	if err != nil {
-		return err
-	}
-	ns.mu.Lock()
-	defer ns.mu.Unlock()
-	if d.cfg.Control != nil {
-		d.cfg.Control.Withdraw(req.NetworkID, req.EndpointID)
-	}
-	ep, ok, err := d.st.GetEndpoint(req.NetworkID, req.EndpointID)
-	if err != nil {
-		return fmt.Errorf("leave of endpoint %s: reading its record: %w", short(req.EndpointID), err)
-	}
-	if ok && ep.Joined {
-		ep.Joined, ep.SandboxKey, ep.Updated = false, "", time.Now()
-		if err := d.st.PutEndpoint(ep); err != nil {
-			return fmt.Errorf("leave of endpoint %s: saving its record: %w", short(req.EndpointID), err)
-		}
-	}
-	delete(ns.joined, req.EndpointID)
-	return nil
-}
-
-// DiscoverNew receives node discovery: our own data-path address (Self) and other nodes.
-func (d *Driver) DiscoverNew(n *network.DiscoveryNotification) error {
-	addr, self, ok := nodeDiscovery(n)
-	if !ok {
-		return nil
-	}
-	log := d.log.WithFields(logrus.Fields{"node": addr, "self": self})
-	if self {
-		d.mu.Lock()
-		changed := d.cfg.VTEP == "" && d.vtep != addr
-		if changed {
-			d.vtep = addr
-		}
-		d.mu.Unlock()
-		if changed {
-			log.Info("data-path address of this node")
-			if d.cfg.Control != nil {
-				d.cfg.Control.SetVTEP(addr)
-			}
-		}
-		return nil
-	}
-	log.Info("node discovered")
-	if d.cfg.Control != nil {
-		d.cfg.Control.AddSeed(addr)
-		if h, ok := d.cfg.Control.(HostWatcher); ok {
-			h.HostBack(addr)
-		}
-	}
-	return nil
-}
-
-// HostWatcher is what a control plane may implement to learn from libnetwork's node discovery that a
-// host has left the swarm (or failed) and when it is back. Its agent going silent alone does not mean
-// the host's containers are gone: their data plane outlives the plugin process (restart, upgrade,
-// disable), so their endpoints are kept until the host is reported gone.
-type HostWatcher interface {
-	HostGone(addr string) int
-	HostBack(addr string)
-}
-
-// DiscoverDelete: a node left the swarm or failed (dockerd's own gossip says so). The control plane
-// removes its endpoints a short grace period after its agent is gone too.
-func (d *Driver) DiscoverDelete(n *network.DiscoveryNotification) error {
-	addr, self, ok := nodeDiscovery(n)
-	if !ok || self {
-		return nil
-	}
-	matched := 0
-	if h, ok := d.cfg.Control.(HostWatcher); ok {
-		matched = h.HostGone(addr)
-	}
-	d.log.WithFields(logrus.Fields{"node": addr, "agents": matched}).Info("node gone: its endpoints are removed once its agent is silent for the grace period")
-	return nil
-}
-
-func nodeDiscovery(n *network.DiscoveryNotification) (addr string, self, ok bool) {
-	if n == nil || n.DiscoveryType != 1 { // libnetwork's discoverapi.NodeDiscovery
-		return "", false, false
-	}
-	m, isMap := n.DiscoveryData.(map[string]interface{})
-	if !isMap {
-		return "", false, false
-	}
-	a, _ := m["Address"].(string)
-	if a == "" {
-		a, _ = m["BindAddress"].(string)
-	}
-	if net.ParseIP(a) == nil {
-		return "", false, false
-	}
-	s, _ := m["Self"].(bool)
-	return a, s, true
-}
-
 // VTEP is this node's data-path address, or "" while unknown.
 func (d *Driver) VTEP() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.vtep
-}
-
-// ProgramExternalConnectivity is a deliberate no-op: as with Docker's overlay, containers reach the
-// outside through docker_gwbridge, which libnetwork attaches itself; port publishing is not offered.
-func (d *Driver) ProgramExternalConnectivity(*network.ProgramExternalConnectivityRequest) error {
-	return nil
-}
-
-// RevokeExternalConnectivity is the no-op counterpart of ProgramExternalConnectivity.
-func (d *Driver) RevokeExternalConnectivity(*network.RevokeExternalConnectivityRequest) error {
-	return nil
 }
 
 // Networks returns the IDs of known networks, sorted (for status and tests).
@@ -635,12 +264,7 @@ func (d *Driver) Networks() []string {
 
 // Counts returns the networks known and the endpoints joined on this host (for metrics).
 func (d *Driver) Counts() (networks, endpoints int) {
-	d.mu.Lock()
-	nets := make([]*netState, 0, len(d.networks))
-	for _, ns := range d.networks {
-		nets = append(nets, ns)
-	}
-	d.mu.Unlock()
+	nets := d.snapshot()
 	for _, ns := range nets {
 		ns.mu.Lock()
 		endpoints += len(ns.joined)

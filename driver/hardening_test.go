@@ -16,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 	"github.com/vxsafe/overlay/dataplane"
+	"github.com/vxsafe/overlay/gossip"
 	"github.com/vxsafe/overlay/internal/nstest"
 	"github.com/vxsafe/overlay/netconfig"
 	"github.com/vxsafe/overlay/store"
@@ -25,13 +26,13 @@ import (
 // fakeControl is a control plane whose view of remote endpoints the test sets.
 type fakeControl struct {
 	mu        sync.Mutex
-	remote    map[string][]RemoteEndpoint
-	published map[string]RemoteEndpoint
+	remote    map[string][]gossip.Endpoint
+	published map[string]gossip.Endpoint
 	synced    bool
 }
 
 func newFakeControl() *fakeControl {
-	return &fakeControl{remote: map[string][]RemoteEndpoint{}, published: map[string]RemoteEndpoint{}, synced: true}
+	return &fakeControl{remote: map[string][]gossip.Endpoint{}, published: map[string]gossip.Endpoint{}, synced: true}
 }
 
 func (f *fakeControl) Synced() bool {
@@ -42,7 +43,7 @@ func (f *fakeControl) Synced() bool {
 
 func (f *fakeControl) SetVTEP(string) {}
 func (f *fakeControl) AddSeed(string) {}
-func (f *fakeControl) Publish(ep RemoteEndpoint) {
+func (f *fakeControl) Publish(ep gossip.Endpoint) {
 	f.mu.Lock()
 	f.published[ep.Network+"/"+ep.EndpointID] = ep
 	f.mu.Unlock()
@@ -52,12 +53,12 @@ func (f *fakeControl) Withdraw(netID, epID string) {
 	delete(f.published, netID+"/"+epID)
 	f.mu.Unlock()
 }
-func (f *fakeControl) Remote(netID string) []RemoteEndpoint {
+func (f *fakeControl) Remote(netID string) []gossip.Endpoint {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]RemoteEndpoint(nil), f.remote[netID]...)
+	return append([]gossip.Endpoint(nil), f.remote[netID]...)
 }
-func (f *fakeControl) set(netID string, eps ...RemoteEndpoint) {
+func (f *fakeControl) set(netID string, eps ...gossip.Endpoint) {
 	f.mu.Lock()
 	f.remote[netID] = eps
 	f.mu.Unlock()
@@ -331,7 +332,7 @@ func TestFailureDeleteStale(t *testing.T) {
 		ctl := newFakeControl()
 		h := startWith(t, host, t.TempDir(), &dataplane.Hooks{}, ctl, "192.0.2.1")
 		vni := h.createNetwork(netID, nil)
-		remote := RemoteEndpoint{Network: netID, EndpointID: "r1", IP: "10.0.1.50", MAC: "02:42:0a:00:01:32", VTEP: "192.0.2.2"}
+		remote := gossip.Endpoint{Network: netID, EndpointID: "r1", IP: "10.0.1.50", MAC: "02:42:0a:00:01:32", VTEP: "192.0.2.2"}
 		ctl.set(netID, remote)
 		h.hooks.FailNext(dataplane.StepAddPeer, 1)
 		h.join(netID, 1)
@@ -497,9 +498,9 @@ func TestRemoteRecordsCannotHijack(t *testing.T) {
 	dev := netconfig.DeviceName(vni, netID)
 	ifName := netconfig.EndpointIfName(epID(1))
 	idx := h.link(dev).Attrs().Index
-	legit := RemoteEndpoint{Network: netID, EndpointID: "r1", IP: "10.0.1.50", MAC: "02:42:0a:00:01:32", VTEP: "192.0.2.2"}
+	legit := gossip.Endpoint{Network: netID, EndpointID: "r1", IP: "10.0.1.50", MAC: "02:42:0a:00:01:32", VTEP: "192.0.2.2"}
 	h.drv.RemoteChange(legit, false)
-	forged := map[string]RemoteEndpoint{
+	forged := map[string]gossip.Endpoint{
 		"local IP":            {Network: netID, EndpointID: "f1", IP: "10.0.1.11", MAC: "02:42:66:66:66:01", VTEP: "192.0.2.66"},
 		"local MAC":           {Network: netID, EndpointID: "f2", IP: "10.0.1.77", MAC: "02:42:0a:00:01:0b", VTEP: "192.0.2.66"},
 		"zero MAC":            {Network: netID, EndpointID: "f3", IP: "10.0.1.78", MAC: "00:00:00:00:00:00", VTEP: "192.0.2.66"},
@@ -549,7 +550,7 @@ func TestRemoteRecordsCannotHijack(t *testing.T) {
 		t.Fatal("refused records are not logged with the reason")
 	}
 	// The same records through the full resync (what a sweep interval or a new device does).
-	all := []RemoteEndpoint{legit}
+	all := []gossip.Endpoint{legit}
 	for _, ep := range forged {
 		if ep.Network == netID { // the control plane answers per network
 			all = append(all, ep)
@@ -569,7 +570,7 @@ func TestRemoteRecordsCannotHijack(t *testing.T) {
 	for _, ep := range forged {
 		h.drv.RemoteChange(ep, true)
 	}
-	h.drv.RemoteChange(RemoteEndpoint{Network: netID, EndpointID: epID(1), IP: "10.0.1.11", MAC: "02:42:0a:00:01:0b", VTEP: "192.0.2.66"}, true)
+	h.drv.RemoteChange(gossip.Endpoint{Network: netID, EndpointID: epID(1), IP: "10.0.1.11", MAC: "02:42:0a:00:01:0b", VTEP: "192.0.2.66"}, true)
 	onlyLegit("forged removals")
 	// Nothing appeared for the network without a device.
 	h.wantLinks(dev, ifName)
@@ -594,8 +595,8 @@ func TestRemoteAddressMovesBetweenHosts(t *testing.T) {
 	vni := h.createNetwork(netID, nil)
 	h.join(netID, 1)
 	idx := h.link(netconfig.DeviceName(vni, netID)).Attrs().Index
-	old := RemoteEndpoint{Network: netID, EndpointID: "old", IP: "10.0.1.60", MAC: "02:42:0a:00:01:3c", VTEP: "192.0.2.2"}
-	moved := RemoteEndpoint{Network: netID, EndpointID: "new", IP: "10.0.1.60", MAC: "02:42:0a:00:01:3c", VTEP: "192.0.2.3"}
+	old := gossip.Endpoint{Network: netID, EndpointID: "old", IP: "10.0.1.60", MAC: "02:42:0a:00:01:3c", VTEP: "192.0.2.2"}
+	moved := gossip.Endpoint{Network: netID, EndpointID: "new", IP: "10.0.1.60", MAC: "02:42:0a:00:01:3c", VTEP: "192.0.2.3"}
 	ctl.set(netID, old)
 	h.drv.RemoteChange(old, false)
 	ctl.set(netID, old, moved)
@@ -726,7 +727,7 @@ func TestRestartKeepsRemotePeers(t *testing.T) {
 	ctl := newFakeControl()
 	h := startWith(t, host, dir, &dataplane.Hooks{}, ctl, "192.0.2.1")
 	vni := h.createNetwork(netID, nil)
-	r1 := RemoteEndpoint{Network: netID, EndpointID: "r1", IP: "10.0.1.50", MAC: "02:42:0a:00:01:32", VTEP: "192.0.2.2"}
+	r1 := gossip.Endpoint{Network: netID, EndpointID: "r1", IP: "10.0.1.50", MAC: "02:42:0a:00:01:32", VTEP: "192.0.2.2"}
 	ctl.set(netID, r1)
 	h.join(netID, 1)
 	dev := netconfig.DeviceName(vni, netID)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vxsafe/overlay/internal/porttest"
 )
 
 const (
@@ -72,26 +73,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// freePort returns a port free for both TCP and UDP on 127.0.0.1.
-func freePort(t *testing.T) int {
-	t.Helper()
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("listen: %v", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
 }
 
 type testLogWriter struct{ t *testing.T }
@@ -159,10 +140,10 @@ func membersAre(n int, nodes ...*node) func() bool {
 }
 
 func TestAgentCluster(t *testing.T) {
-	pa := freePort(t)
+	pa := porttest.Free(t)
 	a := startNode(t, "A", pa, keyA, nil)
-	b := startNode(t, "B", freePort(t), keyA, nil)
-	c := startNode(t, "C", freePort(t), keyA, nil)
+	b := startNode(t, "B", porttest.Free(t), keyA, nil)
+	c := startNode(t, "C", porttest.Free(t), keyA, nil)
 	// Join skips the own address (with and without port).
 	if n, err := a.Join([]string{a.addr, "127.0.0.1"}); n != 0 || err != nil {
 		t.Fatalf("A.Join(self) = %d, %v", n, err)
@@ -265,11 +246,11 @@ func TestAgentCluster(t *testing.T) {
 }
 
 func TestAgentDifferentKeysDoNotMerge(t *testing.T) {
-	a := startNode(t, "A", freePort(t), keyA, nil)
-	b := startNode(t, "B", freePort(t), keyA, nil)
-	x := startNode(t, "X", freePort(t), keyB, nil)
-	y := startNode(t, "Y", freePort(t), keyA, func(c *Config) { c.Label = "other" })
-	z := startNode(t, "Z", freePort(t), nil, nil)
+	a := startNode(t, "A", porttest.Free(t), keyA, nil)
+	b := startNode(t, "B", porttest.Free(t), keyA, nil)
+	x := startNode(t, "X", porttest.Free(t), keyB, nil)
+	y := startNode(t, "Y", porttest.Free(t), keyA, func(c *Config) { c.Label = "other" })
+	z := startNode(t, "Z", porttest.Free(t), nil, nil)
 	x.Publish(testEP(9))
 	y.Publish(testEP(8))
 	z.Publish(testEP(7))
@@ -303,8 +284,8 @@ func TestAgentDifferentKeysDoNotMerge(t *testing.T) {
 }
 
 func TestAgentLateJoinerGetsFullState(t *testing.T) {
-	a := startNode(t, "A", freePort(t), keyA, nil)
-	b := startNode(t, "B", freePort(t), keyA, nil)
+	a := startNode(t, "A", porttest.Free(t), keyA, nil)
+	b := startNode(t, "B", porttest.Free(t), keyA, nil)
 	if _, err := b.Join([]string{a.addr}); err != nil {
 		t.Fatalf("B.Join: %v", err)
 	}
@@ -316,7 +297,7 @@ func TestAgentLateJoinerGetsFullState(t *testing.T) {
 	waitFor(t, "B has A's endpoints", func() bool { return len(b.Remote("netX")) == 19 })
 
 	// D joins B only, long after the broadcasts are done.
-	d := startNode(t, "D", freePort(t), keyA, nil)
+	d := startNode(t, "D", porttest.Free(t), keyA, nil)
 	start := time.Now()
 	if n, err := d.Join([]string{b.addr}); n != 1 || err != nil {
 		t.Fatalf("D.Join: %d, %v", n, err)
@@ -341,8 +322,8 @@ func TestAgentNodeFailureWithoutLeave(t *testing.T) {
 	// A node that dies without Leave is detected by memberlist probes; its
 	// records go after the grace period. NoGracePeriod removes at once.
 	fast := func(c *Config) { c.ProbeInterval = 100 * time.Millisecond }
-	a := startNode(t, "A", freePort(t), keyA, func(c *Config) { fast(c); c.GracePeriod = NoGracePeriod })
-	b := startNode(t, "B", freePort(t), keyA, fast)
+	a := startNode(t, "A", porttest.Free(t), keyA, func(c *Config) { fast(c); c.GracePeriod = NoGracePeriod })
+	b := startNode(t, "B", porttest.Free(t), keyA, fast)
 	if _, err := b.Join([]string{a.addr}); err != nil {
 		t.Fatal(err)
 	}
@@ -362,8 +343,8 @@ func TestAgentHostUpGraceUntilHostGone(t *testing.T) {
 	// endpoints (their data plane still works) far beyond GracePeriod, until
 	// it is told that B's host is gone; then they go GracePeriod later.
 	fast := func(c *Config) { c.ProbeInterval = 100 * time.Millisecond }
-	a := startNode(t, "A", freePort(t), keyA, func(c *Config) { fast(c); c.HostUpGrace = time.Hour })
-	b := startNode(t, "B", freePort(t), keyA, fast)
+	a := startNode(t, "A", porttest.Free(t), keyA, func(c *Config) { fast(c); c.HostUpGrace = time.Hour })
+	b := startNode(t, "B", porttest.Free(t), keyA, fast)
 	if _, err := b.Join([]string{a.addr}); err != nil {
 		t.Fatal(err)
 	}
@@ -425,7 +406,7 @@ func TestConfigValidation(t *testing.T) {
 }
 
 func TestPublishFillsVTEPAndRejectsInvalid(t *testing.T) {
-	a := startNode(t, "A", freePort(t), keyA, nil)
+	a := startNode(t, "A", porttest.Free(t), keyA, nil)
 	a.Publish(Endpoint{Network: "n", EndpointID: "e", IP: "bogus", MAC: "02:42:0a:00:01:05"})
 	if s := a.Stats(); s.LocalEndpoints != 0 {
 		t.Fatalf("invalid endpoint published: %+v", s)
@@ -442,9 +423,9 @@ func TestAgentFastRestartWinsOverOldRecords(t *testing.T) {
 	// notices (and well within a long grace period): endpoints it republishes
 	// stay without churn, the others disappear once its state arrives.
 	long := func(c *Config) { c.GracePeriod = 30 * time.Second }
-	pa := freePort(t)
+	pa := porttest.Free(t)
 	a := startNode(t, "A", pa, keyA, long)
-	b := startNode(t, "B", freePort(t), keyA, long)
+	b := startNode(t, "B", porttest.Free(t), keyA, long)
 	if _, err := b.Join([]string{a.addr}); err != nil {
 		t.Fatal(err)
 	}
@@ -476,8 +457,8 @@ func TestAgentFastRestartWinsOverOldRecords(t *testing.T) {
 }
 
 func TestAgentSyncedAfterFirstStateExchange(t *testing.T) {
-	a := startNode(t, "A", freePort(t), keyA, nil)
-	b := startNode(t, "B", freePort(t), keyA, nil)
+	a := startNode(t, "A", porttest.Free(t), keyA, nil)
+	b := startNode(t, "B", porttest.Free(t), keyA, nil)
 	if a.Synced() || b.Synced() {
 		t.Fatalf("synced before any exchange: A %v, B %v", a.Synced(), b.Synced())
 	}

@@ -70,6 +70,14 @@ type Network struct {
 	Options map[string]string // all options (as strings), echoed
 }
 
+// ShortID is the first 12 characters of a Docker object ID, as docker prints IDs; shorter IDs whole.
+func ShortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
 // ValidateID checks a Docker object ID before it is used as a store key or in
 // a name. kind names the object ("network", "endpoint") in the error.
 // Accepted: 1..MaxIDLength characters of [a-zA-Z0-9_.-], not containing "..".

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"github.com/vxsafe/overlay/control"
 	"github.com/vxsafe/overlay/dataplane"
 	"github.com/vxsafe/overlay/driver"
 	"github.com/vxsafe/overlay/netconfig"
@@ -160,7 +161,8 @@ func serve(ctx context.Context, env func(string) string) error {
 	}
 	defer dp.Close()
 	metrics := newMetrics()
-	ctl, err := newControl(ctx, s, st, log)
+	ctl, err := control.New(ctx, control.Config{GossipPort: s.GossipPort, GossipKey: s.GossipKey, GossipLabel: s.GossipLabel,
+		Peers: s.Peers, DockerSocket: s.DockerSocket, NodeGoneGrace: s.NodeGoneGrace, PluginDownGrace: s.PluginDownGrace}, st, log)
 	if err != nil {
 		return err
 	}

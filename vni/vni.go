@@ -79,11 +79,8 @@ func (a *Allocator) Range() (min, max uint32) { return a.min, a.max }
 // inside or outside the range) unless another network holds it.
 // Asking again for the same network returns its VNI (idempotent); asking for
 // a different VNI than the one it holds is an error. The allocation is
-// persisted before Allocate returns.
+// persisted before Allocate returns; the store refuses an invalid netID.
 func (a *Allocator) Allocate(netID string, requested uint32) (uint32, error) {
-	if err := netconfig.ValidateID("network", netID); err != nil {
-		return 0, fmt.Errorf("allocate VNI: %w", err)
-	}
 	if requested > netconfig.MaxVNI {
 		return 0, fmt.Errorf("allocate VNI for network %s: requested VNI %d is out of range 1..%d", netID, requested, netconfig.MaxVNI)
 	}
@@ -159,9 +156,6 @@ func (a *Allocator) nextFree() (uint32, bool) {
 // without an allocation returns (0, false, nil). The store is updated first:
 // on a store error nothing changes.
 func (a *Allocator) Release(netID string) (uint32, bool, error) {
-	if err := netconfig.ValidateID("network", netID); err != nil {
-		return 0, false, fmt.Errorf("release VNI: %w", err)
-	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	v, stored, err := a.st.DeleteAllocation(netID)

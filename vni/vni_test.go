@@ -8,19 +8,12 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/vxsafe/overlay/internal/storetest"
 	"github.com/vxsafe/overlay/netconfig"
 	"github.com/vxsafe/overlay/store"
 )
 
-func newStore(t *testing.T) *store.Store {
-	t.Helper()
-	st, err := store.Open(filepath.Join(t.TempDir(), "vxsafe.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
+func newStore(t *testing.T) *store.Store { return storetest.Open(t) }
 
 func newAlloc(t *testing.T, st *store.Store, min, max uint32) *Allocator {
 	t.Helper()

@@ -1,4 +1,4 @@
-package doctor
+package dataplane
 
 import (
 	"fmt"
@@ -6,30 +6,33 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"github.com/vxsafe/overlay/dataplane"
-	"golang.org/x/sys/unix"
 )
 
-// errGone: the device disappeared (or its ifindex now names another device) before it could be deleted.
-var errGone = dataplane.ErrDeviceGone
+// SocketDevice is a VXLAN device found by ScanSockets, with the namespace that holds its UDP socket (and
+// so its VNI): a device moved into another namespace keeps its VNI in the one it was created in.
+type SocketDevice struct {
+	Device
+	SockIno  uint64 // 0: unknown
+	SockDesc string
+}
 
-// scan lists the VXLAN devices through the dataplane's scanner and finds, for each, the namespace that
-// holds its UDP socket: a device moved into another namespace keeps its VNI in the one it was created in.
-// With foreign false, devices of other namespaces are kept only when their socket is in the host one.
-// hostFD is the host namespace (the Manager's).
-func scan(m *dataplane.Manager, hostFD netns.NsHandle, foreign bool) ([]scanned, error) {
+// ScanSockets is the operator's scan (the doctor's): the VXLAN devices of every visible namespace, each
+// with the namespace of its UDP socket, and with the upper devices of every device (not only the host
+// namespace's) wherever they sit. With foreign false, devices of other namespaces are kept only when
+// their socket is in the host one.
+func (m *Manager) ScanSockets(foreign bool) ([]SocketDevice, error) {
 	devs, err := m.ScanVXLAN(true, foreign)
 	if err != nil {
 		return nil, fmt.Errorf("scanning for vxlan interfaces: %w", err)
 	}
 	r := &sockResolver{m: m, handles: map[uint64]*netlink.Handle{}}
 	defer r.close()
-	out := make([]scanned, len(devs))
+	out := make([]SocketDevice, len(devs))
 	for i, d := range devs {
-		out[i] = scanned{Device: d}
+		out[i] = SocketDevice{Device: d}
 		out[i].SockIno, out[i].SockDesc = r.socketOf(d)
 	}
-	r.crossUppers(out, hostFD)
+	r.crossUppers(out)
 	return out, nil
 }
 
@@ -39,7 +42,7 @@ func scan(m *dataplane.Manager, hostFD netns.NsHandle, foreign bool) ([]scanned,
 // has the same ifindex (a moved device reports its own ifindex as IFLA_LINK, with a link-netnsid); so the
 // cross-namespace uppers ScanVXLAN found are dropped and searched again, for every device, VXLAN links
 // excluded. Same-namespace uppers (plain names) are kept.
-func (r *sockResolver) crossUppers(devs []scanned, hostFD netns.NsHandle) {
+func (r *sockResolver) crossUppers(devs []SocketDevice) {
 	byNS := map[uint64][]int{} // namespace inode -> devices in it
 	for i := range devs {
 		kept := devs[i].Uppers[:0:0]
@@ -59,7 +62,7 @@ func (r *sockResolver) crossUppers(devs []scanned, hostFD netns.NsHandle) {
 	for ino, idx := range byNS {
 		ns := devs[idx[0]].NS
 		if ns.Host {
-			fds[ino] = hostFD
+			fds[ino] = r.m.ns
 			continue
 		}
 		if fd, err := openNS(ns); err == nil {
@@ -68,25 +71,18 @@ func (r *sockResolver) crossUppers(devs []scanned, hostFD netns.NsHandle) {
 	}
 	defer func() {
 		for _, fd := range fds {
-			if fd != hostFD {
+			if fd != r.m.ns {
 				fd.Close()
 			}
 		}
 	}()
 	for _, k := range r.namespaces() {
 		func() {
-			h := r.m.Handle()
-			if !k.Host {
-				fd, err := openNS(k)
-				if err != nil {
-					return
-				}
-				defer fd.Close()
-				if h, err = netlink.NewHandleAt(fd); err != nil {
-					return
-				}
-				defer h.Close()
+			h, release, err := r.m.handleIn(k)
+			if err != nil {
+				return
 			}
+			defer release()
 			links, err := h.LinkList()
 			if err != nil {
 				return
@@ -122,57 +118,49 @@ func (r *sockResolver) crossUppers(devs []scanned, hostFD netns.NsHandle) {
 	}
 }
 
-func (r *sockResolver) namespaces() []dataplane.Namespace {
+// sockResolver maps a device's link-netnsid to a namespace among those the Manager sees.
+type sockResolver struct {
+	m        *Manager
+	nss      []Namespace
+	listed   bool
+	handles  map[uint64]*netlink.Handle
+	releases []func()
+}
+
+func (r *sockResolver) namespaces() []Namespace {
 	if !r.listed {
 		r.nss, r.listed = r.m.Namespaces(), true
 	}
 	return r.nss
 }
 
-// sockResolver maps a device's link-netnsid to a namespace among those the Manager sees.
-type sockResolver struct {
-	m       *dataplane.Manager
-	nss     []dataplane.Namespace
-	listed  bool
-	handles map[uint64]*netlink.Handle
-}
-
 func (r *sockResolver) close() {
-	for ino, h := range r.handles {
-		if ino != 0 {
-			h.Close()
-		}
+	for _, release := range r.releases {
+		release()
 	}
 }
 
-// handle opens netlink in ns (cached; the host's is the Manager's).
-func (r *sockResolver) handle(ns dataplane.Namespace) (*netlink.Handle, error) {
-	if ns.Host {
-		return r.m.Handle(), nil
-	}
+// handle is handleIn, cached for the scan.
+func (r *sockResolver) handle(ns Namespace) (*netlink.Handle, error) {
 	if h, ok := r.handles[ns.Ino]; ok {
 		return h, nil
 	}
-	fd, err := openNS(ns)
+	h, release, err := r.m.handleIn(ns)
 	if err != nil {
 		return nil, err
 	}
-	defer fd.Close()
-	h, err := netlink.NewHandleAt(fd)
-	if err != nil {
-		return nil, fmt.Errorf("netlink in %s: %w", ns.Desc, err)
-	}
 	r.handles[ns.Ino] = h
+	r.releases = append(r.releases, release)
 	return h, nil
 }
 
-func (r *sockResolver) socketOf(d dataplane.Device) (uint64, string) {
+func (r *sockResolver) socketOf(d Device) (uint64, string) {
 	host := "host namespace"
 	if d.HostSock {
 		if d.NS.Host {
 			return d.NS.Ino, host
 		}
-		return r.hostIno(d), host
+		return r.m.nsIno, host
 	}
 	h, err := r.handle(d.NS)
 	if err != nil {
@@ -201,31 +189,4 @@ func (r *sockResolver) socketOf(d dataplane.Device) (uint64, string) {
 		}
 	}
 	return 0, fmt.Sprintf("unknown (nsid %d of %s)", id, d.NS.Desc)
-}
-
-func (r *sockResolver) hostIno(dataplane.Device) uint64 {
-	for _, ns := range r.namespaces() {
-		if ns.Host {
-			return ns.Ino
-		}
-	}
-	return 0
-}
-
-// openNS opens a scanned namespace and checks it is still the same one (a PID may have been reused).
-func openNS(ns dataplane.Namespace) (netns.NsHandle, error) {
-	fd, err := netns.GetFromPath(ns.Path)
-	if err != nil {
-		return 0, fmt.Errorf("opening %s: %w", ns.Desc, err)
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(fd), &st); err != nil {
-		fd.Close()
-		return 0, fmt.Errorf("stat of %s: %w", ns.Desc, err)
-	}
-	if st.Ino != ns.Ino {
-		fd.Close()
-		return 0, fmt.Errorf("%s: %w (another namespace is there now)", ns.Desc, errGone)
-	}
-	return fd, nil
 }

@@ -1,7 +1,7 @@
-package driver
-
-// A small PNG line plot of Join latency against the number of endpoints on the host, drawn with the
-// standard library and a built-in 5x7 bitmap font (no plotting dependency for one chart).
+// Package plot draws vxsafe's benchmark figures as PNG: a line plot of Join latency against the number of
+// endpoints on the host, drawn with the standard library and a built-in 5x7 bitmap font (no plotting
+// dependency for one chart).
+package plot
 
 import (
 	"bytes"
@@ -12,8 +12,31 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"testing"
 )
+
+// Point is one measurement: where the state was kept ("disk" or "tmpfs"), the endpoints joined on the
+// host, and Join's p50 and p99 in milliseconds.
+type Point struct {
+	State     string
+	Endpoints int
+	P50, P99  float64
+}
+
+// WriteJoinLatency writes DrawJoinLatency's plot of points to path as a PNG.
+func WriteJoinLatency(path string, points []Point, subtitle string) error {
+	img := DrawJoinLatency(points, subtitle)
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		return fmt.Errorf("encoding the Join latency plot: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("writing the Join latency plot: %w", err)
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("writing the Join latency plot %s: %w", path, err)
+	}
+	return nil
+}
 
 // glyphs are 5 pixels wide and 7 high; letters with a descender have 2 more rows below the baseline.
 var glyphs = map[rune][]string{
@@ -169,7 +192,7 @@ func (c *canvas) vtext(x, y int, s string, scale int, col color.RGBA) {
 	}
 }
 
-// joinPlotSeries picks the series to draw from the benchmark rows.
+// plotSeries is one line of the plot.
 type plotSeries struct {
 	label  string
 	col    color.RGBA
@@ -177,7 +200,8 @@ type plotSeries struct {
 	points [][2]float64 // endpoints, ms
 }
 
-func joinSeries(rows []latencyRow) []plotSeries {
+// joinSeries picks the series to draw from the points.
+func joinSeries(rows []Point) []plotSeries {
 	blue, green := color.RGBA{31, 90, 180, 255}, color.RGBA{40, 150, 70, 255}
 	var out []plotSeries
 	for _, st := range []struct {
@@ -188,8 +212,8 @@ func joinSeries(rows []latencyRow) []plotSeries {
 		p99 := plotSeries{label: "p99, " + st.name, col: st.col, dash: 8}
 		for _, r := range rows {
 			if r.State == st.state {
-				p50.points = append(p50.points, [2]float64{float64(r.Endpoints), r.JoinP50})
-				p99.points = append(p99.points, [2]float64{float64(r.Endpoints), r.JoinP99})
+				p50.points = append(p50.points, [2]float64{float64(r.Endpoints), r.P50})
+				p99.points = append(p99.points, [2]float64{float64(r.Endpoints), r.P99})
 			}
 		}
 		if len(p50.points) > 0 {
@@ -199,8 +223,9 @@ func joinSeries(rows []latencyRow) []plotSeries {
 	return out
 }
 
-// drawJoinPlot renders Join p50 and p99 against endpoints on the host (log scale) with the 10 ms target.
-func drawJoinPlot(rows []latencyRow, subtitle string) *image.RGBA {
+// DrawJoinLatency renders Join p50 and p99 against endpoints on the host (log scale) with the 10 ms
+// target, subtitle under the title.
+func DrawJoinLatency(rows []Point, subtitle string) *image.RGBA {
 	const W, H = 960, 640
 	const left, right, top, bottom = 90, 40, 90, 150
 	c := newCanvas(W, H)
@@ -286,85 +311,4 @@ func drawJoinPlot(rows []latencyRow, subtitle string) *image.RGBA {
 		c.text(x+56, y-7, s.label, 2, black)
 	}
 	return c.img
-}
-
-// writeJoinPlot writes the plot of BenchmarkJoinLeave's rows as a PNG.
-func writeJoinPlot(path string, rows []latencyRow, note string) error {
-	sub := fmt.Sprintf("vxsafe/overlay, %d Joins per point, %s; p99 dashed", benchSamples(), note)
-	img := drawJoinPlot(rows, sub)
-	var buf bytes.Buffer
-	if err := png.Encode(&buf, img); err != nil {
-		return fmt.Errorf("encoding the Join latency plot: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("writing the Join latency plot: %w", err)
-	}
-	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
-		return fmt.Errorf("writing the Join latency plot %s: %w", path, err)
-	}
-	return nil
-}
-
-func TestJoinPlot(t *testing.T) {
-	rows := []latencyRow{
-		{State: "disk", Endpoints: 1, JoinP50: 1.1, JoinP99: 3.2},
-		{State: "disk", Endpoints: 100, JoinP50: 1.3, JoinP99: 4.0},
-		{State: "disk", Endpoints: 1000, JoinP50: 1.4, JoinP99: 4.5},
-		{State: "tmpfs", Endpoints: 1, JoinP50: 0.7, JoinP99: 1.5},
-		{State: "tmpfs", Endpoints: 100, JoinP50: 0.8, JoinP99: 1.9},
-		{State: "tmpfs", Endpoints: 1000, JoinP50: 0.8, JoinP99: 2.0},
-	}
-	path := filepath.Join(t.TempDir(), "join.png")
-	if err := writeJoinPlot(path, rows, "machine load 0.52-0.61"); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	img, err := png.Decode(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b := img.Bounds(); b.Dx() != 960 || b.Dy() != 640 {
-		t.Fatalf("size %v", b)
-	}
-	// Each series' colour and the target line's are drawn.
-	want := map[color.RGBA]int{{31, 90, 180, 255}: 0, {40, 150, 70, 255}: 0, {200, 40, 40, 255}: 0}
-	for y := 0; y < 640; y++ {
-		for x := 0; x < 960; x++ {
-			r, g, b, a := img.At(x, y).RGBA()
-			p := color.RGBA{uint8(r >> 8), uint8(g >> 8), uint8(b >> 8), uint8(a >> 8)}
-			if _, ok := want[p]; ok {
-				want[p]++
-			}
-		}
-	}
-	for col, n := range want {
-		if n < 200 {
-			t.Errorf("colour %v: %d pixels", col, n)
-		}
-	}
-	// Every character of the labels has a glyph.
-	for _, s := range []string{"Join latency against endpoints on the host", "vxsafe/overlay, 400 Joins per point, machine load 0.52-0.61; p99 dashed",
-		"endpoints joined on the host (log scale)", "milliseconds", "target: p99 < 10 ms",
-		"p99, state on tmpfs (no fsync)", "0123456789."} {
-		for _, r := range s {
-			if _, ok := glyphs[r]; !ok {
-				t.Errorf("no glyph for %q in %q", r, s)
-			}
-		}
-	}
-	if os.Getenv("VXSAFE_PLOT_SAMPLE") != "" {
-		_ = os.WriteFile(os.Getenv("VXSAFE_PLOT_SAMPLE"), mustRead(t, path), 0o644)
-	}
-}
-
-func mustRead(t *testing.T, p string) []byte {
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }

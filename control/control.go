@@ -1,11 +1,12 @@
-package main
+// Package control is the control-plane adapter: it connects the driver to the gossip agent. It runs the
+// agent's lifecycle (started once this node's data-path address is known), seeds it from every source
+// there is, keeps the local endpoints to publish, and applies the agent's events to the driver in order.
+package control
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"sort"
 	"strconv"
@@ -15,32 +16,70 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/vxsafe/overlay/driver"
+	"github.com/vxsafe/overlay/engine"
 	"github.com/vxsafe/overlay/gossip"
 	"github.com/vxsafe/overlay/store"
 )
 
-// control connects the driver to the gossip agent. The agent starts once this node's data-path address
+// Config is the gossip and discovery settings of a Plane.
+type Config struct {
+	GossipPort  int
+	GossipKey   []byte
+	GossipLabel string
+	// BindAddr is where the agent listens; default "0.0.0.0".
+	BindAddr string
+	// Peers are other nodes' addresses given by the operator (host or host:port).
+	Peers []string
+	// DockerSocket is the engine API's unix socket, asked for the swarm managers.
+	DockerSocket string
+	// NodeGoneGrace and PluginDownGrace are gossip.Config's GracePeriod and HostUpGrace, with 0 meaning
+	// no grace (gossip.NoGracePeriod).
+	NodeGoneGrace   time.Duration
+	PluginDownGrace time.Duration
+}
+
+// Applier is what a Plane applies remote changes to (the driver).
+type Applier interface {
+	RemoteChange(ep gossip.Endpoint, removed bool)
+}
+
+// Plane connects the driver to the gossip agent. The agent starts once this node's data-path address
 // is known (the VTEP setting, or DiscoverNew with Self), and is seeded from every source there is:
 // DiscoverNew for other nodes, the peers remembered from the last run, the PEERS setting, and the swarm
 // managers listed by the Docker API (asked asynchronously, never during startup or inside a request).
-type control struct {
-	ctx context.Context
-	s   settings
-	st  *store.Store
-	log *logrus.Entry
+type Plane struct {
+	ctx    context.Context
+	s      Config
+	st     *store.Store
+	log    *logrus.Entry
+	docker *engine.Client // nil: no swarm managers asked
 
 	mu    sync.Mutex
 	agent *gossip.Agent
-	drv   *driver.Driver
+	drv   Applier
 	seeds map[string]bool
-	local map[string]driver.RemoteEndpoint
+	local map[string]gossip.Endpoint
 	// events from the agent are applied in order by one goroutine
 	events chan gossip.Event
 }
 
-func newControl(ctx context.Context, s settings, st *store.Store, log *logrus.Entry) (*control, error) {
-	c := &control{ctx: ctx, s: s, st: st, log: log.WithField("component", "gossip"),
-		seeds: map[string]bool{}, local: map[string]driver.RemoteEndpoint{}, events: make(chan gossip.Event, 4096)}
+// New starts a Plane's background work (applying events, re-seeding); the agent itself starts on SetVTEP.
+// It runs until ctx ends; Close leaves the cluster.
+func New(ctx context.Context, s Config, st *store.Store, log *logrus.Entry) (*Plane, error) {
+	if s.BindAddr == "" {
+		s.BindAddr = "0.0.0.0"
+	}
+	c := &Plane{ctx: ctx, s: s, st: st, log: log.WithField("component", "gossip"),
+		seeds: map[string]bool{}, local: map[string]gossip.Endpoint{}, events: make(chan gossip.Event, 4096)}
+	if s.DockerSocket != "" {
+		// Managers are asked at most every few seconds, never inside a request: a client without
+		// keep-alive (no connection left behind), bounded by a timeout.
+		docker, err := engine.New("unix://"+s.DockerSocket, 3*time.Second)
+		if err != nil {
+			return nil, fmt.Errorf("the Docker API client for %s: %w", s.DockerSocket, err)
+		}
+		c.docker = docker
+	}
 	for _, p := range s.Peers {
 		c.seeds[c.withPort(p)] = true
 	}
@@ -62,7 +101,7 @@ const peerCheckInterval = time.Second
 // of a change (a write only when the set changed). A plugin replaced soon after it started (an upgrade
 // right after an install) must still find its peers: libnetwork does not replay DiscoverNew for the other
 // nodes to a new plugin, and an engine that does not listen on the mounted socket names no managers.
-func (c *control) rememberPeers() {
+func (c *Plane) rememberPeers() {
 	t := time.NewTicker(peerCheckInterval)
 	defer t.Stop()
 	var saved string
@@ -93,7 +132,7 @@ func (c *control) rememberPeers() {
 	}
 }
 
-func (c *control) withPort(addr string) string {
+func (c *Plane) withPort(addr string) string {
 	if _, _, err := net.SplitHostPort(addr); err == nil {
 		return addr
 	}
@@ -101,17 +140,17 @@ func (c *control) withPort(addr string) string {
 }
 
 // Control is the driver's view.
-func (c *control) Control() driver.Control { return c }
+func (c *Plane) Control() driver.Control { return c }
 
 var (
-	_ driver.HostWatcher = (*control)(nil)
-	_ driver.Synced      = (*control)(nil)
+	_ driver.HostWatcher = (*Plane)(nil)
+	_ driver.Synced      = (*Plane)(nil)
 )
 
 // Synced: the gossip agent runs and has merged another node's full state since this plugin started.
 // Until then the driver adds and replaces remote entries but removes none (a plugin that has just
 // restarted knows no remote endpoint yet, and its containers' entries in the kernel are still right).
-func (c *control) Synced() bool {
+func (c *Plane) Synced() bool {
 	c.mu.Lock()
 	a := c.agent
 	c.mu.Unlock()
@@ -119,13 +158,13 @@ func (c *control) Synced() bool {
 }
 
 // Attach gives the control plane the driver to apply remote changes to.
-func (c *control) Attach(d *driver.Driver) {
+func (c *Plane) Attach(d Applier) {
 	c.mu.Lock()
 	c.drv = d
 	c.mu.Unlock()
 }
 
-func (c *control) apply() {
+func (c *Plane) apply() {
 	for {
 		select {
 		case <-c.ctx.Done():
@@ -137,15 +176,13 @@ func (c *control) apply() {
 			if d == nil {
 				continue
 			}
-			e := ev.Endpoint
-			d.RemoteChange(driver.RemoteEndpoint{Network: e.Network, EndpointID: e.EndpointID, IP: e.IP, MAC: e.MAC, VTEP: e.VTEP},
-				ev.Kind == gossip.Removed)
+			d.RemoteChange(ev.Endpoint, ev.Kind == gossip.Removed)
 		}
 	}
 }
 
 // SetVTEP starts the gossip agent on this node's data-path address.
-func (c *control) SetVTEP(addr string) {
+func (c *Plane) SetVTEP(addr string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.agent != nil {
@@ -154,7 +191,7 @@ func (c *control) SetVTEP(addr string) {
 	host, _ := os.Hostname()
 	a, err := gossip.New(gossip.Config{
 		NodeName:      fmt.Sprintf("%s/%s", host, addr),
-		BindAddr:      "0.0.0.0",
+		BindAddr:      c.s.BindAddr,
 		BindPort:      c.s.GossipPort,
 		AdvertiseAddr: addr,
 		Key:           c.s.GossipKey,
@@ -175,13 +212,13 @@ func (c *control) SetVTEP(addr string) {
 	c.agent = a
 	c.log.WithFields(logrus.Fields{"address": addr, "port": c.s.GossipPort}).Info("gossip agent started")
 	for _, ep := range c.local {
-		a.Publish(toGossip(ep))
+		a.Publish(ep)
 	}
 	seeds := c.seedListLocked()
 	go c.join(a, seeds)
 }
 
-func (c *control) seedListLocked() []string {
+func (c *Plane) seedListLocked() []string {
 	out := make([]string, 0, len(c.seeds))
 	for s := range c.seeds {
 		out = append(out, s)
@@ -190,7 +227,7 @@ func (c *control) seedListLocked() []string {
 	return out
 }
 
-func (c *control) join(a *gossip.Agent, seeds []string) {
+func (c *Plane) join(a *gossip.Agent, seeds []string) {
 	if len(seeds) == 0 {
 		return
 	}
@@ -204,7 +241,7 @@ func (c *control) join(a *gossip.Agent, seeds []string) {
 }
 
 // AddSeed hands over another node's address (from DiscoverNew); never blocks.
-func (c *control) AddSeed(addr string) {
+func (c *Plane) AddSeed(addr string) {
 	addr = c.withPort(addr)
 	c.mu.Lock()
 	known := c.seeds[addr]
@@ -218,23 +255,19 @@ func (c *control) AddSeed(addr string) {
 
 func key(netID, epID string) string { return netID + "/" + epID }
 
-func toGossip(ep driver.RemoteEndpoint) gossip.Endpoint {
-	return gossip.Endpoint{Network: ep.Network, EndpointID: ep.EndpointID, IP: ep.IP, MAC: ep.MAC, VTEP: ep.VTEP}
-}
-
 // Publish announces a local endpoint.
-func (c *control) Publish(ep driver.RemoteEndpoint) {
+func (c *Plane) Publish(ep gossip.Endpoint) {
 	c.mu.Lock()
 	c.local[key(ep.Network, ep.EndpointID)] = ep
 	a := c.agent
 	c.mu.Unlock()
 	if a != nil {
-		a.Publish(toGossip(ep))
+		a.Publish(ep)
 	}
 }
 
 // Withdraw announces that a local endpoint is gone.
-func (c *control) Withdraw(netID, epID string) {
+func (c *Plane) Withdraw(netID, epID string) {
 	c.mu.Lock()
 	delete(c.local, key(netID, epID))
 	a := c.agent
@@ -245,22 +278,18 @@ func (c *control) Withdraw(netID, epID string) {
 }
 
 // Remote lists the remote endpoints of a network.
-func (c *control) Remote(netID string) []driver.RemoteEndpoint {
+func (c *Plane) Remote(netID string) []gossip.Endpoint {
 	c.mu.Lock()
 	a := c.agent
 	c.mu.Unlock()
 	if a == nil {
 		return nil
 	}
-	var out []driver.RemoteEndpoint
-	for _, e := range a.Remote(netID) {
-		out = append(out, driver.RemoteEndpoint{Network: e.Network, EndpointID: e.EndpointID, IP: e.IP, MAC: e.MAC, VTEP: e.VTEP})
-	}
-	return out
+	return a.Remote(netID)
 }
 
 // GossipStats is for metrics.
-func (c *control) GossipStats() (members int, sent, received uint64) {
+func (c *Plane) GossipStats() (members int, sent, received uint64) {
 	c.mu.Lock()
 	a := c.agent
 	c.mu.Unlock()
@@ -274,7 +303,7 @@ func (c *control) GossipStats() (members int, sent, received uint64) {
 // maintain re-seeds a lonely agent, remembers the members for the next start, and asks the Docker API
 // for the swarm managers (asynchronously, with a timeout: a call to dockerd from inside one of its
 // requests, or while it waits for this plugin to start, could deadlock it).
-func (c *control) maintain() {
+func (c *Plane) maintain() {
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
 	// The first round runs at once: a plugin restarted (disable/enable, upgrade) gets no DiscoverNew for
@@ -305,36 +334,16 @@ func (c *control) maintain() {
 }
 
 // swarmManagers returns the swarm managers' addresses from the Docker API, or none.
-func (c *control) swarmManagers() []string {
+func (c *Plane) swarmManagers() []string {
+	if c.docker == nil {
+		return nil
+	}
 	if _, err := os.Stat(c.s.DockerSocket); err != nil {
 		return nil
 	}
-	// A client per call: no keep-alive, or every call would leave a connection (and its two goroutines)
-	// behind in a transport nobody uses again.
-	cl := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", c.s.DockerSocket)
-		}}}
-	resp, err := cl.Get("http://docker/info")
+	out, err := c.docker.SwarmManagers()
 	if err != nil {
 		return nil
-	}
-	defer resp.Body.Close()
-	var info struct {
-		Swarm struct {
-			RemoteManagers []struct{ Addr string }
-		}
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&info); err != nil {
-		return nil
-	}
-	var out []string
-	for _, m := range info.Swarm.RemoteManagers {
-		if host, _, err := net.SplitHostPort(m.Addr); err == nil {
-			out = append(out, host)
-		}
 	}
 	return out
 }
@@ -349,7 +358,7 @@ func graceSetting(d time.Duration) time.Duration {
 
 // HostGone: libnetwork reports the node with address addr gone (DiscoverDelete); its endpoints go a
 // short grace period after its agent is silent, instead of the long one for a plugin restart.
-func (c *control) HostGone(addr string) int {
+func (c *Plane) HostGone(addr string) int {
 	c.mu.Lock()
 	a := c.agent
 	c.mu.Unlock()
@@ -360,7 +369,7 @@ func (c *control) HostGone(addr string) int {
 }
 
 // HostBack: the node with address addr is back in the swarm (DiscoverNew).
-func (c *control) HostBack(addr string) {
+func (c *Plane) HostBack(addr string) {
 	c.mu.Lock()
 	a := c.agent
 	c.mu.Unlock()
@@ -370,7 +379,7 @@ func (c *control) HostBack(addr string) {
 }
 
 // Close leaves the gossip cluster.
-func (c *control) Close() {
+func (c *Plane) Close() {
 	c.mu.Lock()
 	a := c.agent
 	c.agent = nil

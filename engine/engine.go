@@ -1,0 +1,157 @@
+// Package engine is a minimal client of the Docker Engine API (plain net/http; no Docker client module),
+// shared by the doctor and the plugin: it reads the daemon's networks and its swarm status. Every request
+// is bounded by the client's timeout (a caller must answer even when dockerd hangs), and no connection is
+// kept alive between requests.
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// maxAnswer bounds an answer's body.
+const maxAnswer = 32 << 20
+
+// Client talks to one Docker daemon.
+type Client struct {
+	host    string // as given, e.g. unix:///var/run/docker.sock
+	scheme  string // unix, tcp or http
+	base    string // URL prefix, e.g. http://docker
+	timeout time.Duration
+	c       *http.Client
+}
+
+// New makes a client of the daemon at host, unix:///path or tcp://host:port (http://host:port), whose
+// every request takes at most timeout.
+func New(host string, timeout time.Duration) (*Client, error) {
+	u, err := url.Parse(host)
+	if err != nil {
+		return nil, fmt.Errorf("docker host %q: %w", host, err)
+	}
+	tr := &http.Transport{DisableKeepAlives: true}
+	c := &Client{host: host, scheme: u.Scheme, timeout: timeout, c: &http.Client{Transport: tr, Timeout: timeout}}
+	switch u.Scheme {
+	case "unix":
+		path := u.Path
+		if path == "" {
+			path = u.Opaque
+		}
+		if path == "" {
+			return nil, fmt.Errorf("docker host %q: no socket path", host)
+		}
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}
+		c.base = "http://docker"
+	case "tcp", "http":
+		c.base = "http://" + u.Host
+	default:
+		return nil, fmt.Errorf("docker host %q: scheme %q not supported (unix:// or tcp://)", host, u.Scheme)
+	}
+	return c, nil
+}
+
+// Host is the daemon's address as given to New.
+func (c *Client) Host() string { return c.host }
+
+// TCP reports whether the daemon is reached over TCP (tcp:// or http://) rather than a unix socket.
+func (c *Client) TCP() bool { return c.scheme != "unix" }
+
+// Get reads the JSON answer of GET path into v. Its errors name the path and the daemon.
+func (c *Client) Get(path string, v any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", path, err)
+	}
+	resp, err := c.c.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the URL is a placeholder for the socket: name the socket instead
+		}
+		return fmt.Errorf("GET %s from %s: %w", path, c.host, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	if err != nil {
+		return fmt.Errorf("GET %s from %s: reading the answer: %w", path, c.host, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s from %s: %s: %s", path, c.host, resp.Status, strings.TrimSpace(string(body)))
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("GET %s from %s: decoding the answer: %w", path, c.host, err)
+	}
+	return nil
+}
+
+// Network is a network as GET /networks and GET /networks/{id} describe it (the fields vxsafe reads).
+type Network struct {
+	Name       string                     `json:"Name"`
+	ID         string                     `json:"Id"`
+	Driver     string                     `json:"Driver"`
+	Options    map[string]string          `json:"Options"`
+	Containers map[string]json.RawMessage `json:"Containers"` // this node's containers attached to it
+}
+
+// Networks lists the daemon's networks.
+func (c *Client) Networks() ([]Network, error) {
+	var out []Network
+	if err := c.Get("/networks", &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Network inspects network id.
+func (c *Client) Network(id string) (Network, error) {
+	var n Network
+	err := c.Get("/networks/"+url.PathEscape(id), &n)
+	return n, err
+}
+
+// Info is GET /info (the fields vxsafe reads).
+type Info struct {
+	Swarm struct {
+		// Cluster is set on managers.
+		Cluster *struct {
+			DataPathPort int `json:"DataPathPort"`
+		} `json:"Cluster"`
+		RemoteManagers []struct {
+			Addr string `json:"Addr"`
+		} `json:"RemoteManagers"`
+	} `json:"Swarm"`
+}
+
+// Info reads the daemon's system information.
+func (c *Client) Info() (Info, error) {
+	var info Info
+	err := c.Get("/info", &info)
+	return info, err
+}
+
+// SwarmManagers returns the addresses (without port) of the swarm's managers the daemon knows.
+func (c *Client) SwarmManagers() ([]string, error) {
+	info, err := c.Info()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, m := range info.Swarm.RemoteManagers {
+		if host, _, err := net.SplitHostPort(m.Addr); err == nil {
+			out = append(out, host)
+		}
+	}
+	return out, nil
+}
