@@ -32,6 +32,17 @@ const (
 	// holds what AllocateNetwork returned on the manager.
 	GenericKey = "com.docker.network.generic"
 
+	// OptEnableIPv4 is libnetwork's netlabel.EnableIPv4. The current engine (moby v2) puts it, a bool,
+	// among CreateNetwork's top-level options of every network; Docker 20.10 does not know it.
+	OptEnableIPv4 = "com.docker.network.enable_ipv4"
+	// OptIfName is libnetwork's netlabel.Ifname: the name a container asks for its interface on one
+	// network (docker run --network name=N,driver-opt=com.docker.network.endpoint.ifname=NAME). The
+	// current engine passes it in CreateEndpoint's options and leaves it to the driver, which hands it
+	// back in Join as InterfaceName.DstName; Docker 20.10 neither knows nor reads it.
+	OptIfName = "com.docker.network.endpoint.ifname"
+	// MaxIfNameLength is the longest Linux interface name (IFNAMSIZ - 1).
+	MaxIfNameLength = 15
+
 	// DefaultPort is the IANA VXLAN UDP port.
 	DefaultPort = 4789
 	// VXLANOverhead is the encapsulation overhead of VXLAN over IPv4
@@ -288,6 +299,61 @@ func ParseCreateOptions(netID string, opts map[string]interface{}, ipv4 []*netwo
 		n.IPv4 = append(n.IPv4, sub)
 	}
 	return n, nil
+}
+
+// RequireIPv4 refuses a network vxsafe cannot serve: one whose IPv4 is disabled (the top-level
+// option OptEnableIPv4 false, as the current engine sends it in CreateNetwork; opts may be nil) or
+// that has no IPv4 pool (pools is the number of IPv4 pools Docker gave). vxsafe derives endpoint MACs
+// and the neighbour entries of remote endpoints from IPv4 addresses, and its endpoints need one.
+func RequireIPv4(netID string, opts map[string]interface{}, pools int) error {
+	if v, ok := opts[OptEnableIPv4]; ok {
+		if s, ok := optionString(v); ok && s == "false" {
+			return fmt.Errorf("network %s has IPv4 disabled (%s=false): vxsafe networks need IPv4 (endpoint MACs and "+
+				"remote neighbour entries are derived from IPv4 addresses); re-create the network without --ipv4=false "+
+				"or -o %s=false", ShortID(netID), OptEnableIPv4, OptEnableIPv4)
+		}
+	}
+	if pools == 0 {
+		return fmt.Errorf("network %s has no IPv4 subnet: vxsafe networks need one (endpoint MACs and remote "+
+			"neighbour entries are derived from IPv4 addresses); re-create the network with IPv4 enabled and, "+
+			"when giving subnets, an IPv4 one too (e.g. --subnet 10.0.9.0/24)", ShortID(netID))
+	}
+	return nil
+}
+
+// ParseIfName returns the interface name the endpoint's container asked for with OptIfName among
+// CreateEndpoint's options, "" when it asked for none (libnetwork then names it from DstPrefix). The
+// name must be one the kernel accepts: 1..MaxIfNameLength bytes, not "." or "..", without '/', ':',
+// whitespace or NUL.
+func ParseIfName(opts map[string]interface{}) (string, error) {
+	v, ok := opts[OptIfName]
+	if !ok || v == nil {
+		return "", nil
+	}
+	name, ok := v.(string)
+	if !ok {
+		return "", fmt.Errorf("invalid option %s: expected a string, got %T", OptIfName, v)
+	}
+	if name == "" {
+		return "", nil
+	}
+	bad := func(why string) (string, error) {
+		return "", fmt.Errorf("invalid option %s=%s: %s; give a Linux interface name of at most %d characters "+
+			"without '/', ':' or spaces (e.g. eth1)", OptIfName, quoteShort(name), why, MaxIfNameLength)
+	}
+	if len(name) > MaxIfNameLength {
+		return bad(fmt.Sprintf("%d bytes long", len(name)))
+	}
+	if name == "." || name == ".." {
+		return bad("not a name")
+	}
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; c {
+		case '/', ':', ' ', '\t', '\n', '\v', '\f', '\r', 0:
+			return bad(fmt.Sprintf("character %q at offset %d is not allowed", c, i))
+		}
+	}
+	return name, nil
 }
 
 // parseSubnet validates an IPv4 pool and its optional gateway (CIDR with the

@@ -359,3 +359,50 @@ func TestCreateOptionStrings(t *testing.T) {
 		t.Error("non-map generic accepted")
 	}
 }
+
+func TestRequireIPv4(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		opts  map[string]interface{}
+		pools int
+		want  string // "" for no error
+	}{
+		{"20.10, a pool", nil, 1, ""},
+		{"current engine, IPv4 on", map[string]interface{}{OptEnableIPv4: true}, 2, ""},
+		{"current engine, IPv4 off", map[string]interface{}{OptEnableIPv4: false}, 0, "IPv4 disabled"},
+		{"IPv4 off as a string", map[string]interface{}{OptEnableIPv4: "false"}, 1, "IPv4 disabled"},
+		{"no pool", map[string]interface{}{OptEnableIPv4: true}, 0, "no IPv4 subnet"},
+		{"no pool, no options", nil, 0, "no IPv4 subnet"},
+	} {
+		err := RequireIPv4(netID, c.opts, c.pools)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: %v", c.name, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), ShortID(netID))):
+			t.Errorf("%s: error %v, want one naming the network and saying %q", c.name, err, c.want)
+		}
+	}
+}
+
+func TestParseIfName(t *testing.T) {
+	for opts, want := range map[string]string{
+		`{}`: "", `{"com.docker.network.endpoint.ifname": ""}`: "", `{"com.docker.network.endpoint.ifname": null}`: "",
+		`{"com.docker.network.endpoint.ifname": "data0"}`:           "data0",
+		`{"com.docker.network.endpoint.ifname": "fifteen-chars-x"}`: "fifteen-chars-x",
+		`{"com.docker.network.endpoint.ifname": "eth0.100"}`:        "eth0.100",
+	} {
+		got, err := ParseIfName(decode(t, opts, false))
+		if err != nil || got != want {
+			t.Errorf("%s: %q %v, want %q", opts, got, err, want)
+		}
+	}
+	if got, err := ParseIfName(nil); err != nil || got != "" {
+		t.Errorf("nil options: %q %v", got, err)
+	}
+	for _, bad := range []string{`"sixteen-chars-xx"`, `"."`, `".."`, `"a/b"`, `"a:b"`, `"a b"`, `"a\tb"`, `"a\u0000b"`, `1`, `true`, `["x"]`} {
+		_, err := ParseIfName(decode(t, `{"com.docker.network.endpoint.ifname": `+bad+`}`, false))
+		if err == nil || !strings.Contains(err.Error(), OptIfName) {
+			t.Errorf("%s: error %v, want one naming %s", bad, err, OptIfName)
+		}
+	}
+}
