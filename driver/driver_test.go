@@ -258,7 +258,8 @@ func TestRequestedVNIAndDuplicates(t *testing.T) {
 	if v != 4100 {
 		t.Fatalf("VNI %d, want 4100", v)
 	}
-	e := h.call("AllocateNetwork", network.AllocateNetworkRequest{NetworkID: "other0000000", Options: map[string]string{netconfig.OptVNIList: "4100"}}, nil)
+	e := h.call("AllocateNetwork", network.AllocateNetworkRequest{NetworkID: "other0000000", Options: map[string]string{netconfig.OptVNIList: "4100"},
+		IPv4Data: []network.IPAMData{{Pool: "10.0.2.0/24", Gateway: "10.0.2.1/24"}}}, nil)
 	if !strings.Contains(e, "4100") || !strings.Contains(e, netID[:12]) {
 		t.Fatalf("duplicate VNI error %q", e)
 	}

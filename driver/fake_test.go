@@ -274,7 +274,8 @@ func newUnit(t *testing.T) *unit {
 // createNetwork allocates and creates network id with subnet 10.0.1.0/24 (gateway 10.0.1.1).
 func (u *unit) createNetwork(id string) *netState {
 	u.t.Helper()
-	alloc, err := u.drv.AllocateNetwork(&network.AllocateNetworkRequest{NetworkID: id})
+	alloc, err := u.drv.AllocateNetwork(&network.AllocateNetworkRequest{NetworkID: id,
+		IPv4Data: []network.IPAMData{{Pool: "10.0.1.0/24", Gateway: "10.0.1.1/24"}}})
 	if err != nil {
 		u.t.Fatal(err)
 	}

@@ -28,6 +28,17 @@ func (d *Driver) AllocateNetwork(req *network.AllocateNetworkRequest) (*network.
 	if err != nil {
 		return nil, fmt.Errorf("network %s: %w", netconfig.ShortID(req.NetworkID), err)
 	}
+	// A network without an IPv4 pool (swarm allocates none when only IPv6 subnets are given) is refused
+	// here, before a VNI is taken, rather than at its first container.
+	pools := 0
+	for _, d := range req.IPv4Data {
+		if d.Pool != "" {
+			pools++
+		}
+	}
+	if err := netconfig.RequireIPv4(req.NetworkID, nil, pools); err != nil {
+		return nil, err
+	}
 	v, err := d.alloc.Allocate(req.NetworkID, requested)
 	if err != nil {
 		return nil, fmt.Errorf("allocating a VNI for network %s: %w", netconfig.ShortID(req.NetworkID), err)
@@ -60,6 +71,9 @@ func (d *Driver) FreeNetwork(req *network.FreeNetworkRequest) error {
 func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 	n, err := netconfig.ParseCreateOptions(req.NetworkID, req.Options, req.IPv4Data)
 	if err != nil {
+		return err
+	}
+	if err := netconfig.RequireIPv4(n.ID, req.Options, len(n.IPv4)); err != nil {
 		return err
 	}
 	d.mu.Lock()
