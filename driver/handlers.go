@@ -139,6 +139,9 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 
 // CreateEndpoint records the endpoint; its interface is made in Join. The MAC is derived from the IP as
 // Docker overlay does, unless libnetwork set one; neither address nor MAC set by libnetwork is returned.
+// An interface name asked for with netconfig.OptIfName is kept for Join. The other options (driver
+// options such as com.docker.network.endpoint.sysctls, port mappings, DNS servers) are libnetwork's
+// business: it applies the sysctls itself once the interface is in the container.
 func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
 	ns, err := d.endpointNetwork(req.NetworkID, req.EndpointID)
 	if err != nil {
@@ -150,6 +153,10 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	ip, ipnet, err := net.ParseCIDR(req.Interface.Address)
 	if err != nil || ip.To4() == nil {
 		return nil, fmt.Errorf("endpoint %s: Interface.Address %q is not an IPv4 CIDR", netconfig.ShortID(req.EndpointID), req.Interface.Address)
+	}
+	dstName, err := netconfig.ParseIfName(req.Options)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint %s of network %s: %w", netconfig.ShortID(req.EndpointID), netconfig.ShortID(req.NetworkID), err)
 	}
 	resp := &network.CreateEndpointResponse{}
 	mac := req.Interface.MacAddress
@@ -163,7 +170,7 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	defer ns.mu.Unlock()
 	rec := store.EndpointRecord{NetworkID: req.NetworkID, EndpointID: req.EndpointID,
 		IP: (&net.IPNet{IP: ip.To4(), Mask: ipnet.Mask}).String(), MAC: mac,
-		IfName: netconfig.EndpointIfName(req.EndpointID), Updated: time.Now()}
+		IfName: netconfig.EndpointIfName(req.EndpointID), DstName: dstName, Updated: time.Now()}
 	if err := d.st.PutEndpoint(rec); err != nil {
 		return nil, fmt.Errorf("saving endpoint %s of network %s: %w", netconfig.ShortID(req.EndpointID), netconfig.ShortID(req.NetworkID), err)
 	}
@@ -225,9 +232,37 @@ func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
 	return nil
 }
 
-// Join makes the network's device (on the first endpoint), creates the endpoint's interface on it and
-// hands it to libnetwork, which moves it into the container as eth<N>.
+// JoinResponse is go-plugins-helpers' network.JoinResponse with the interface's name in the container
+// (InterfaceName.DstName), which that package does not carry. The current engine's remote driver reads
+// it (moby v2 daemon/libnetwork/drivers/remote: api.InterfaceName.DstName, passed to SetNames in Join);
+// Docker 20.10's ignores the field.
+type JoinResponse struct {
+	network.JoinResponse
+	InterfaceName InterfaceName
+}
+
+// InterfaceName is network.InterfaceName with DstName, the exact name in the container; empty, the
+// name is DstPrefix and a number.
+type InterfaceName struct {
+	network.InterfaceName
+	DstName string `json:",omitempty"`
+}
+
+// Join is JoinNamed for go-plugins-helpers' network.Driver interface, without DstName.
 func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
+	r, err := d.JoinNamed(req)
+	if err != nil {
+		return nil, err
+	}
+	out := r.JoinResponse
+	out.InterfaceName = r.InterfaceName.InterfaceName
+	return &out, nil
+}
+
+// JoinNamed makes the network's device (on the first endpoint), creates the endpoint's interface on it
+// and hands it to libnetwork, which moves it into the container as eth<N>, or under the name the
+// container asked for in CreateEndpoint (netconfig.OptIfName).
+func (d *Driver) JoinNamed(req *network.JoinRequest) (*JoinResponse, error) {
 	ns, err := d.endpointNetwork(req.NetworkID, req.EndpointID)
 	if err != nil {
 		return nil, err
@@ -275,8 +310,9 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	if d.cfg.Control != nil {
 		d.cfg.Control.Publish(d.published(ep))
 	}
-	log.WithField("interface", ep.IfName).Debug("joined")
-	return &network.JoinResponse{InterfaceName: network.InterfaceName{SrcName: ep.IfName, DstPrefix: "eth"}}, nil
+	log.WithFields(logrus.Fields{"interface": ep.IfName, "name_in_container": ep.DstName}).Debug("joined")
+	return &JoinResponse{InterfaceName: InterfaceName{
+		InterfaceName: network.InterfaceName{SrcName: ep.IfName, DstPrefix: "eth"}, DstName: ep.DstName}}, nil
 }
 
 // Leave marks the endpoint as gone from its container and withdraws it from the other hosts. The

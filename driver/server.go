@@ -63,6 +63,9 @@ func Handler(drv network.Driver, log *logrus.Entry, obs Observer) http.Handler {
 			return drv.EndpointInfo(r.(*network.InfoRequest))
 		}},
 		{"Join", func() any { return &network.JoinRequest{} }, func(r any) (any, error) {
+			if nj, ok := drv.(namedJoiner); ok {
+				return nj.JoinNamed(r.(*network.JoinRequest))
+			}
 			return drv.Join(r.(*network.JoinRequest))
 		}},
 		{"Leave", func() any { return &network.LeaveRequest{} }, func(r any) (any, error) {
@@ -117,6 +120,11 @@ func Handler(drv network.Driver, log *logrus.Entry, obs Observer) http.Handler {
 	return mux
 }
 
+// namedJoiner is a driver whose Join can name the interface in the container (JoinResponse.DstName).
+type namedJoiner interface {
+	JoinNamed(*network.JoinRequest) (*JoinResponse, error)
+}
+
 func isNilPtr(v any) bool {
 	switch p := v.(type) {
 	case *network.CapabilitiesResponse:
@@ -128,6 +136,8 @@ func isNilPtr(v any) bool {
 	case *network.InfoResponse:
 		return p == nil
 	case *network.JoinResponse:
+		return p == nil
+	case *JoinResponse:
 		return p == nil
 	}
 	return false

@@ -69,6 +69,7 @@ type EndpointRecord struct {
 	IP         string // CIDR, e.g. "10.0.1.2/24"
 	MAC        string
 	IfName     string
+	DstName    string `json:",omitempty"` // the name asked for in the container (netconfig.OptIfName), "" for none
 	SandboxKey string
 	Joined     bool
 	Updated    time.Time // set by PutEndpoint on every write
