@@ -77,6 +77,9 @@ func Handler(drv network.Driver, log *logrus.Entry, obs Observer) http.Handler {
 		{"DiscoverDelete", func() any { return &network.DiscoveryNotification{} }, func(r any) (any, error) {
 			return empty, drv.DiscoverDelete(r.(*network.DiscoveryNotification))
 		}},
+		{"GwAllocCheck", func() any { return &GwAllocCheckRequest{} }, func(any) (any, error) {
+			return &GwAllocCheckResponse{}, nil
+		}},
 		{"ProgramExternalConnectivity", func() any { return &network.ProgramExternalConnectivityRequest{} }, func(r any) (any, error) {
 			return empty, drv.ProgramExternalConnectivity(r.(*network.ProgramExternalConnectivityRequest))
 		}},
@@ -118,6 +121,24 @@ func Handler(drv network.Driver, log *logrus.Entry, obs Observer) http.Handler {
 		})
 	}
 	return mux
+}
+
+// GwAllocCheckRequest is the body of /NetworkDriver.GwAllocCheck (moby v2
+// daemon/libnetwork/drivers/remote/api.GwAllocCheckerRequest): the network's options, sent before
+// CreateNetwork by an engine that knows the call, and only to a driver that declares the capability
+// GwAllocChecker. go-plugins-helpers knows neither.
+type GwAllocCheckRequest struct {
+	Options map[string]any
+}
+
+// GwAllocCheckResponse says whether the engine may skip reserving the network's gateway addresses.
+// vxsafe does not declare GwAllocChecker, so the engine does not ask and reserves them as Docker 20.10
+// does; if asked anyway, it answers the same: reserve both (SkipIPv4 and SkipIPv6 false). For a
+// swarm-scoped network the swarm manager reserves the IPv4 gateway whatever the driver says, and
+// overlay, whose place vxsafe takes, keeps it too.
+type GwAllocCheckResponse struct {
+	SkipIPv4 bool
+	SkipIPv6 bool
 }
 
 // namedJoiner is a driver whose Join can name the interface in the container (JoinResponse.DstName).
