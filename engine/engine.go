@@ -67,6 +67,12 @@ func (c *Client) Host() string { return c.host }
 func (c *Client) TCP() bool { return c.scheme != "unix" }
 
 // Get reads the JSON answer of GET path into v. Its errors name the path and the daemon.
+//
+// Paths are unversioned on purpose: every daemon serves them at its own default (newest) API version,
+// which its minimum can never exceed (Docker 20.10: 1.41; moby v2: 1.56, minimum 1.40 by default,
+// raisable by the operator with min-api-version), so no engine refuses them; a pinned /v1.41 would be
+// refused where the minimum is raised above it. The fields vxsafe reads (Info.Swarm, Network) are the
+// same from API 1.41 to 1.56.
 func (c *Client) Get(path string, v any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
