@@ -184,9 +184,18 @@ func (b *swarmBench) attach(nets []string, runs int) map[string][]time.Duration 
 
 // handlerTime is the plugin's total request time (seconds) and count per method on n.
 func (b *swarmBench) handlerTime(n *cluster.Node) map[string][2]float64 {
-	fams, err := scrapeNode(n)
+	out, err := handlerTotals(n)
 	if err != nil {
 		b.t.Fatal(err)
+	}
+	return out
+}
+
+// handlerTotals is the plugin's total request time (seconds) and count per method on n, from its metrics.
+func handlerTotals(n *cluster.Node) (map[string][2]float64, error) {
+	fams, err := scrapeNode(n)
+	if err != nil {
+		return nil, err
 	}
 	out := map[string][2]float64{}
 	for _, m := range fams["vxsafe_request_duration_seconds"].GetMetric() {
@@ -200,7 +209,7 @@ func (b *swarmBench) handlerTime(n *cluster.Node) map[string][2]float64 {
 		v := out[method]
 		out[method] = [2]float64{v[0] + h.GetSampleSum(), v[1] + float64(h.GetSampleCount())}
 	}
-	return out
+	return out, nil
 }
 
 type iperfResult struct {

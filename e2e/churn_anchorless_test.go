@@ -31,7 +31,7 @@ func TestChurnWithoutAnchors(t *testing.T) {
 	late := os.Getenv("VXE2E_CHURN_LATE") != "" // install on a running swarm (diagnosis)
 	c := startCluster(t, cluster.Options{Prefix: "vxa", Nodes: 2, NoSwarm: !late})
 	// Installed before the nodes join, as the README advises: the swarm knows the plugin at once.
-	installVxsafe(t, c, map[string]string{"LOG_LEVEL": "info"})
+	installVxsafe(t, c, map[string]string{"LOG_LEVEL": "info", "METRICS_ADDR": metricsAddr})
 	if !late {
 		if err := c.FormSwarm(ctxT(t, 2*time.Minute)); err != nil {
 			t.Fatal(err)
@@ -90,6 +90,22 @@ func TestChurnWithoutAnchors(t *testing.T) {
 			failed[net.name], runs[net.name], slowest[net.name].Seconds())
 	}
 	t.Logf("TIMING %d anchorless runs on 2 nodes in %.0fs", runs["anc-vxs"]+runs["anc-ovl"], time.Since(began).Seconds())
+	// vxsafe's own share of each run: the mean time its handlers took (a remote driver's calls are what
+	// widen dockerd's window between a network's local deletion and the next attachment).
+	for _, n := range c.Nodes() {
+		tot, err := handlerTotals(n)
+		if err != nil {
+			t.Errorf("node %s: %v", n.Name, err)
+			continue
+		}
+		var parts []string
+		for _, method := range []string{"CreateNetwork", "CreateEndpoint", "Join", "Leave", "DeleteEndpoint", "DeleteNetwork"} {
+			if v := tot[method]; v[1] > 0 {
+				parts = append(parts, fmt.Sprintf("%s %.1f ms (%d)", method, 1000*v[0]/v[1], int(v[1])))
+			}
+		}
+		t.Logf("HANDLERS node %s, mean per call: %s", n.Name, strings.Join(parts, ", "))
+	}
 	if failed["anc-vxs"] > 0 && runs["anc-vxs"] > 0 {
 		f := failures[0]
 		for _, x := range failures {
