@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/vxsafe/overlay/e2e/cluster"
+	"github.com/vxsafe/overlay/e2e/vxsafe"
 )
 
 // demoRows are the summary lines of a demo that told its story: each row's columns (step, what, Docker
@@ -45,7 +46,7 @@ const demoPrefix = "vxd"
 // behaved as the story says, output without colour, and nothing left on the machine.
 func TestDemo(t *testing.T) {
 	requireCluster(t)
-	root, err := cluster.RepoRoot()
+	root, err := vxsafe.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +108,7 @@ func TestDemo(t *testing.T) {
 // waits for Docker overlay's failing docker run: it must stop, clean up everything and exit 130.
 func TestDemoInterrupted(t *testing.T) {
 	requireCluster(t)
-	root, err := cluster.RepoRoot()
+	root, err := vxsafe.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}

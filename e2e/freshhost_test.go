@@ -11,13 +11,14 @@ import (
 	"time"
 
 	"github.com/vxsafe/overlay/e2e/cluster"
+	"github.com/vxsafe/overlay/e2e/vxsafe"
 )
 
 // makeTarget runs `make TARGET` in the checkout against node n's engine, as an operator on that host
 // would (DOCKER_HOST is the node's socket; DOCKER the harness's CLI).
 func makeTarget(t *testing.T, n *cluster.Node, target string, env ...string) string {
 	t.Helper()
-	root, err := cluster.RepoRoot()
+	root, err := vxsafe.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/vxsafe/overlay/e2e/cluster"
+	"github.com/vxsafe/overlay/e2e/stale"
 )
 
 // metricsAddr is where the tests ask the plugin to serve Prometheus metrics. The plugin runs with network
@@ -112,7 +113,7 @@ func TestVxsafeMetrics(t *testing.T) {
 	docker(t, n, "network", "create", "-d", pluginName, "--attachable", "--subnet", "10.0.4.0/24", "vxm")
 	id, vni := networkVNI(t, n, "vxm")
 	// The seed's stale device, so that the first Join has something to remove.
-	if err := cluster.PlantStaleVXLAN(n, vxName(vni, id), vni); err != nil {
+	if err := stale.PlantVXLAN(n, vxName(vni, id), vni); err != nil {
 		t.Fatal(err)
 	}
 	docker(t, n, "run", "-d", "--name", "m1", "--network", "vxm", img, "sleep", "600")

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vxsafe/overlay/e2e/cluster"
+	"github.com/vxsafe/overlay/e2e/stale"
 )
 
 // TestOverlayBaseline checks Docker's own overlay driver across two nodes of
@@ -48,7 +49,7 @@ func TestOverlayBaseline(t *testing.T) {
 	var vni uint32
 	began = time.Now()
 	for {
-		name, vni, err = cluster.PlantDockerStaleVXLAN(ctx, n1, n2, "ovl")
+		name, vni, err = stale.PlantDockerVXLAN(ctx, n1, n2, "ovl")
 		if err == nil {
 			break
 		}

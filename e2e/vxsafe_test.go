@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/vxsafe/overlay/e2e/cluster"
+	"github.com/vxsafe/overlay/e2e/stale"
+	"github.com/vxsafe/overlay/e2e/vxsafe"
 )
 
-const pluginName = cluster.VxsafePlugin
+const pluginName = vxsafe.Plugin
 
 var (
 	bundleOnce sync.Once
@@ -33,7 +35,7 @@ func pluginBundle(t *testing.T) string {
 			return
 		}
 		bundleDir = dir
-		bundleErr = cluster.BuildBundle(context.Background(), dir, "e2e")
+		bundleErr = vxsafe.BuildBundle(context.Background(), dir, "e2e")
 	})
 	if bundleErr != nil {
 		t.Fatal(bundleErr)
@@ -50,11 +52,11 @@ func TestMain(m *testing.M) {
 }
 
 // installVxsafe installs the plugin on every node of c with per-node state and Docker socket mounts
-// (cluster.InstallVxsafe: cluster.VxsafeSettings overridden by env).
+// (vxsafe.Install: vxsafe.Settings overridden by env).
 func installVxsafe(t *testing.T, c *cluster.Cluster, env map[string]string) {
 	t.Helper()
 	began := time.Now()
-	if err := cluster.InstallVxsafe(ctxT(t, 3*time.Minute), c, pluginBundle(t), env); err != nil {
+	if err := vxsafe.Install(ctxT(t, 3*time.Minute), c, pluginBundle(t), env); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("TIMING plugin installed on %d nodes in %.1fs", len(c.Nodes()), time.Since(began).Seconds())
@@ -156,7 +158,7 @@ func TestVxsafeSingleNode(t *testing.T) {
 		return nil
 	})
 	// The seed's case: a DOWN vx-<vni>-<id> holding the network's VNI, left by an earlier run.
-	if err := cluster.PlantStaleVXLAN(n, dev, vni); err != nil {
+	if err := stale.PlantVXLAN(n, dev, vni); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 )
 
@@ -21,7 +20,7 @@ func Available() error {
 	}
 	if d := EngineDir(); d != "" {
 		for _, bin := range []string{"dockerd", "runc"} {
-			if !isExecutable(filepath.Join(d, bin)) {
+			if _, err := lookPathIn(bin, d); err != nil {
 				problems = append(problems, fmt.Sprintf("engine %s: no %s in %s=%s (scripts/install-deps engine current builds it)", EngineName(), bin, EngineDirEnv, d))
 			}
 		}

@@ -544,3 +544,14 @@ func cliEnv(configDir string) []string {
 func (n *Node) CommandEnv() []string {
 	return append(cliEnv(filepath.Join(n.c.dir, "docker-cli")), "DOCKER_HOST=unix://"+n.Socket, "DOCKER="+dockerCLI())
 }
+
+// DockerCommand returns the docker CLI command Docker runs for args against the node's daemon (same
+// binary, -H, private config dir and environment), for callers that want stdout, stderr and the exit
+// status apart. The caller sets Stdout and Stderr and runs it.
+func (n *Node) DockerCommand(ctx context.Context, args ...string) *exec.Cmd {
+	full := append([]string{"-H", "unix://" + n.Socket}, args...)
+	cmd := exec.CommandContext(ctx, dockerCLI(), full...)
+	cmd.Env = cliEnv(filepath.Join(n.c.dir, "docker-cli"))
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
+}

@@ -92,3 +92,11 @@ func (c *Cluster) WaitNodesReady(ctx context.Context, limit time.Duration) error
 		}
 	}
 }
+
+// FormSwarm forms the swarm of a cluster started with Options.NoSwarm: swarm init on n1, the others
+// join, and it waits until every node is Ready. A plugin enabled before the swarm forms is part of the
+// node descriptions from the start; one enabled later is only announced at the swarm agent's next
+// periodic node update (every 20 s), and a network attachment asked for in between waits for it.
+func (c *Cluster) FormSwarm(ctx context.Context) error {
+	return c.formSwarm(ctx)
+}

@@ -25,6 +25,7 @@ import (
 	"syscall"
 
 	"github.com/vxsafe/overlay/e2e/cluster"
+	"github.com/vxsafe/overlay/e2e/vxsafe"
 )
 
 // Prefix starts the name of every namespace, directory and bridge the demo's cluster creates.
@@ -117,7 +118,7 @@ func missing() []string {
 
 // install runs the shared install step from the checkout.
 func install(ctx context.Context, u *ui) error {
-	root, err := cluster.RepoRoot()
+	root, err := vxsafe.RepoRoot()
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/vxsafe/overlay/e2e/cluster"
+	"github.com/vxsafe/overlay/e2e/stale"
+	"github.com/vxsafe/overlay/e2e/vxsafe"
 )
 
 const steps = 6
@@ -153,7 +155,7 @@ func (d *demo) setup() {
 	u.cmd("$", "go", "build", "-o", d.vxsafeBin, "./plugin")
 	u.out("(in the background, while the nodes start)")
 	built := make(chan error, 1)
-	go func() { built <- cluster.BuildBundle(d.ctx, dir, "demo") }()
+	go func() { built <- vxsafe.BuildBundle(d.ctx, dir, "demo") }()
 
 	// The plugin goes on before the swarm forms: a plugin enabled on a formed swarm is announced only at
 	// the swarm agent's next periodic node update (every 20 s), and a container asking for a network in
@@ -173,9 +175,9 @@ func (d *demo) setup() {
 	u.good("plugin bundle %s (config.json + rootfs/) built in %.1fs", dir, time.Since(buildBegan).Seconds())
 
 	began = time.Now()
-	d.must(cluster.InstallVxsafe(ctx, c, d.bundle, nil))
+	d.must(vxsafe.Install(ctx, c, d.bundle, nil))
 	u.good("%s installed and enabled on both nodes (per-node state, the node's own dockerd socket) in %.1fs",
-		cluster.VxsafePlugin, time.Since(began).Seconds())
+		vxsafe.Plugin, time.Since(began).Seconds())
 
 	began = time.Now()
 	d.must(c.FormSwarm(ctx))
@@ -190,12 +192,12 @@ func (d *demo) setup() {
 func (d *demo) step1() {
 	d.beginStep(1, "two nodes; a network with Docker's overlay and one with vxsafe/overlay; a container of each on n1")
 	d.ovl = network{name: "ovl", driver: "overlay", subnet: "10.0.1.0/24"}
-	d.vxs = network{name: "vxs", driver: cluster.VxsafePlugin, subnet: "10.0.2.0/24"}
+	d.vxs = network{name: "vxs", driver: vxsafe.Plugin, subnet: "10.0.2.0/24"}
 	for _, nw := range []*network{&d.ovl, &d.vxs} {
 		_, err := d.show(d.n1, time.Minute, "network", "create", "-d", nw.driver, "--attachable", "--subnet", nw.subnet, nw.name)
 		d.must(err)
 		nw.id, nw.vni = d.networkVNI(nw.name)
-		nw.dev = cluster.DockerOverlayVXLANName(nw.vni, nw.id)
+		nw.dev = stale.DockerOverlayVXLANName(nw.vni, nw.id)
 		d.ui.good("network %s: driver %s, VNI %d; its VXLAN device on each node is %s", nw.name, nw.driver, nw.vni, nw.dev)
 	}
 	res := map[string]cell{}
@@ -219,9 +221,9 @@ func (d *demo) step2() {
 	u := d.ui
 	d.beginStep(2, "a stale VXLAN device on n2 for each network, exactly as the seed found them")
 	u.say("What a crash or a lost race leaves behind: a DOWN vx-<VNI>-<network ID> holding the network's VNI,")
-	u.say("created here with netlink (cluster.PlantStaleVXLAN) as `ip link add NAME type vxlan id VNI dstport 4789` would.")
+	u.say("created here with netlink (stale.PlantVXLAN) as `ip link add NAME type vxlan id VNI dstport 4789` would.")
 	for _, nw := range []*network{&d.ovl, &d.vxs} {
-		d.must(cluster.PlantStaleVXLAN(d.n2, nw.dev, nw.vni))
+		d.must(stale.PlantVXLAN(d.n2, nw.dev, nw.vni))
 		d.exec(d.n2, "ip", "-d", "link", "show", nw.dev)
 	}
 	d.rows = append(d.rows, row{step: "2", what: "stale device planted on n2",
@@ -334,7 +336,7 @@ func (d *demo) step4() {
 	d.exec(d.n2, "ip", "link", "add", liveDevice, "type", "vxlan", "id", strconv.Itoa(liveVNI), "dstport", "4789")
 	d.exec(d.n2, "ip", "link", "set", liveDevice, "master", liveBridge, "up")
 	d.exec(d.n2, "ip", "link", "set", liveBridge, "up")
-	_, err = d.show(d.n1, time.Minute, "network", "create", "-d", cluster.VxsafePlugin, "--attachable", "--subnet", "10.0.3.0/24",
+	_, err = d.show(d.n1, time.Minute, "network", "create", "-d", vxsafe.Plugin, "--attachable", "--subnet", "10.0.3.0/24",
 		"-o", fmt.Sprintf("com.docker.network.driver.overlay.vxlanid_list=%d", liveVNI), "vxs4100")
 	d.must(err)
 	r := d.showResult(d.n2, 2*time.Minute, "run", "--rm", "--network", "vxs4100", d.img, "true")

@@ -1,4 +1,6 @@
-package cluster
+// Package vxsafe builds this checkout's vxsafe/overlay plugin bundle and installs it on a test cluster
+// (package cluster), with the settings the end-to-end tests and the demo use.
+package vxsafe
 
 import (
 	"bufio"
@@ -10,30 +12,32 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+
+	"github.com/vxsafe/overlay/e2e/cluster"
 )
 
-// VxsafePlugin is the reference the end-to-end tests and the demo install vxsafe/overlay under. In swarm
+// Plugin is the reference the end-to-end tests and the demo install vxsafe/overlay under. In swarm
 // mode networks must name the driver with its tag.
-const VxsafePlugin = "vxsafe/overlay:latest"
+const Plugin = "vxsafe/overlay:latest"
 
 // vxsafeModule is the module path of the checkout BuildBundle builds from.
 const vxsafeModule = "github.com/vxsafe/overlay"
 
-// VxsafeSettings are the plugin settings InstallVxsafe applies on every node unless env overrides them:
+// Settings are the plugin settings InstallVxsafe applies on every node unless env overrides them:
 // debug logs, the node's own dockerd socket as the Docker API (nodes have no /var/run/docker.sock) and a
 // short sweep interval. InstallPlugin also points the "state" mount at the node's StateDir.
-func VxsafeSettings() map[string]string {
+func Settings() map[string]string {
 	return map[string]string{"LOG_LEVEL": "debug", "docker-socket.source": "{socket}", "SWEEP_INTERVAL": "5s"}
 }
 
-// InstallVxsafe installs the plugin bundle in bundleDir as VxsafePlugin on every node of c, with
-// VxsafeSettings overridden by env, and enables it.
-func InstallVxsafe(ctx context.Context, c *Cluster, bundleDir string, env map[string]string) error {
-	all := VxsafeSettings()
+// Install installs the plugin bundle in bundleDir as Plugin on every node of c, with
+// Settings overridden by env, and enables it.
+func Install(ctx context.Context, c *cluster.Cluster, bundleDir string, env map[string]string) error {
+	all := Settings()
 	for k, v := range env {
 		all[k] = v
 	}
-	return c.InstallPlugin(ctx, bundleDir, VxsafePlugin, all)
+	return c.InstallPlugin(ctx, bundleDir, Plugin, all)
 }
 
 // RepoRoot returns the root of the vxsafe/overlay checkout: the first directory upwards from the working

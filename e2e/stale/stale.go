@@ -1,4 +1,6 @@
-package cluster
+// Package stale reproduces the seed's failure on a test cluster (package cluster): stale VXLAN devices of
+// the kind that make Docker's overlay fail with "error creating vxlan interface: file exists".
+package stale
 
 import (
 	"context"
@@ -7,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vxsafe/overlay/e2e/cluster"
 )
 
 // DockerVXLANPort is the UDP port of Docker's overlay data path (default).
@@ -23,11 +26,11 @@ func DockerOverlayVXLANName(vni uint32, networkID string) string {
 	return fmt.Sprintf("vx-%06x-%s", vni, id)
 }
 
-// PlantStaleVXLAN creates a DOWN VXLAN device called name with the given VNI
+// PlantVXLAN creates a DOWN VXLAN device called name with the given VNI
 // (UDP port 4789, like Docker's) in the node's network namespace: the kind of
 // leftover that makes Docker's overlay fail with "error creating vxlan
 // interface: file exists".
-func PlantStaleVXLAN(n *Node, name string, vni uint32) error {
+func PlantVXLAN(n *cluster.Node, name string, vni uint32) error {
 	h, err := n.Handle()
 	if err != nil {
 		return err
@@ -45,46 +48,11 @@ func PlantStaleVXLAN(n *Node, name string, vni uint32) error {
 	return nil
 }
 
-// RemoveLink deletes the link called name in the node's network namespace.
-func (n *Node) RemoveLink(name string) error {
-	h, err := n.Handle()
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	l, err := h.LinkByName(name)
-	if err != nil {
-		return fmt.Errorf("node %s: link %s: %w", n.Name, name, err)
-	}
-	if err := h.LinkDel(l); err != nil {
-		return fmt.Errorf("node %s: delete link %s: %w", n.Name, name, err)
-	}
-	return nil
-}
-
-// LinkNames lists the links in the node's network namespace.
-func (n *Node) LinkNames() ([]string, error) {
-	h, err := n.Handle()
-	if err != nil {
-		return nil, err
-	}
-	defer h.Close()
-	links, err := h.LinkList()
-	if err != nil {
-		return nil, fmt.Errorf("node %s: list links: %w", n.Name, err)
-	}
-	names := make([]string, 0, len(links))
-	for _, l := range links {
-		names = append(names, l.Attrs().Name)
-	}
-	return names, nil
-}
-
-// OverlayVNIs returns a Docker overlay network's full ID and VNIs as the node
+// OverlayVNIs returns a Docker overlay network's full ID and VNIs as node n
 // sees them (docker network inspect, option
 // com.docker.network.driver.overlay.vxlanid_list). Ask a manager: a worker
 // only knows networks it has tasks or containers of.
-func (n *Node) OverlayVNIs(ctx context.Context, network string) (string, []uint32, error) {
+func OverlayVNIs(ctx context.Context, n *cluster.Node, network string) (string, []uint32, error) {
 	out, err := n.Docker(ctx, "network", "inspect", "--format",
 		`{{.ID}} {{index .Options "com.docker.network.driver.overlay.vxlanid_list"}}`, network)
 	if err != nil {
@@ -105,14 +73,14 @@ func (n *Node) OverlayVNIs(ctx context.Context, network string) (string, []uint3
 	return f[0], vnis, nil
 }
 
-// PlantDockerStaleVXLAN asks manager for the Docker overlay network's ID and
+// PlantDockerVXLAN asks manager for the Docker overlay network's ID and
 // first VNI and plants the matching stale device on target. It returns the
 // device name and VNI.
-func PlantDockerStaleVXLAN(ctx context.Context, manager, target *Node, network string) (string, uint32, error) {
-	id, vnis, err := manager.OverlayVNIs(ctx, network)
+func PlantDockerVXLAN(ctx context.Context, manager, target *cluster.Node, network string) (string, uint32, error) {
+	id, vnis, err := OverlayVNIs(ctx, manager, network)
 	if err != nil {
 		return "", 0, err
 	}
 	name := DockerOverlayVXLANName(vnis[0], id)
-	return name, vnis[0], PlantStaleVXLAN(target, name, vnis[0])
+	return name, vnis[0], PlantVXLAN(target, name, vnis[0])
 }
