@@ -150,17 +150,9 @@ func (d *Driver) remoteRefusal(ns *netState, p dataplane.Peer, local map[string]
 }
 
 func toPeer(ep gossip.Endpoint) (dataplane.Peer, error) {
-	mac, err := net.ParseMAC(ep.MAC)
+	ip, mac, vtep, err := ep.Addrs()
 	if err != nil {
 		return dataplane.Peer{}, err
-	}
-	ip := net.ParseIP(ep.IP).To4()
-	vtep := net.ParseIP(ep.VTEP)
-	if ip == nil || vtep == nil {
-		return dataplane.Peer{}, &net.ParseError{Type: "IP address", Text: ep.IP + " / " + ep.VTEP}
-	}
-	if v4 := vtep.To4(); v4 != nil {
-		vtep = v4
 	}
 	return dataplane.Peer{IP: ip, MAC: mac, VTEP: vtep}, nil
 }

@@ -118,22 +118,33 @@ func normalizeEndpoint(ep Endpoint) (Endpoint, error) {
 	if len(ep.Network) > maxFieldLen || len(ep.EndpointID) > maxFieldLen {
 		return ep, fmt.Errorf("endpoint %q of network %q: identifier too long", ep.EndpointID, ep.Network)
 	}
-	ip, err := netip.ParseAddr(ep.IP)
-	if err != nil || !ip.Unmap().Is4() {
-		return ep, fmt.Errorf("endpoint %s of network %s: IP %q is not an IPv4 address", ep.EndpointID, ep.Network, ep.IP)
+	ip, mac, vtep, err := ep.Addrs()
+	if err != nil {
+		return ep, err
 	}
-	mac, err := net.ParseMAC(ep.MAC)
-	if err != nil || len(mac) != 6 {
-		return ep, fmt.Errorf("endpoint %s of network %s: MAC %q is not a 48-bit MAC address", ep.EndpointID, ep.Network, ep.MAC)
-	}
-	vtep, err := netip.ParseAddr(ep.VTEP)
-	if err != nil || vtep.Zone() != "" {
-		return ep, fmt.Errorf("endpoint %s of network %s: VTEP %q is not an IP address", ep.EndpointID, ep.Network, ep.VTEP)
-	}
-	ep.IP = ip.Unmap().String()
+	ep.IP = ip.String()
 	ep.MAC = mac.String()
-	ep.VTEP = vtep.Unmap().String()
+	ep.VTEP = vtep.String()
 	return ep, nil
+}
+
+// Addrs parses the endpoint's addresses: its IPv4 address (4 bytes), its 48-bit MAC and its VTEP (4 bytes
+// for IPv4, 16 for IPv6, no zone). It is the one parser of an endpoint's strings: the wire records are
+// validated with it, and the driver turns what the table reports into kernel entries with it.
+func (ep Endpoint) Addrs() (ip net.IP, mac net.HardwareAddr, vtep net.IP, err error) {
+	a, err := netip.ParseAddr(ep.IP)
+	if err != nil || !a.Unmap().Is4() {
+		return nil, nil, nil, fmt.Errorf("endpoint %s of network %s: IP %q is not an IPv4 address", ep.EndpointID, ep.Network, ep.IP)
+	}
+	mac, err = net.ParseMAC(ep.MAC)
+	if err != nil || len(mac) != 6 {
+		return nil, nil, nil, fmt.Errorf("endpoint %s of network %s: MAC %q is not a 48-bit MAC address", ep.EndpointID, ep.Network, ep.MAC)
+	}
+	v, err := netip.ParseAddr(ep.VTEP)
+	if err != nil || v.Zone() != "" {
+		return nil, nil, nil, fmt.Errorf("endpoint %s of network %s: VTEP %q is not an IP address", ep.EndpointID, ep.Network, ep.VTEP)
+	}
+	return net.IP(a.Unmap().AsSlice()), mac, net.IP(v.Unmap().AsSlice()), nil
 }
 
 func (r wireRecord) key() recKey { return recKey{network: r.Network, endpoint: r.Endpoint} }
