@@ -5,6 +5,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
 	"time"
 )
@@ -160,4 +162,65 @@ func (c *Client) SwarmManagers() ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// Service is a swarm service on a network as this node's engine knows it: its virtual IP and the
+// addresses of its tasks on the network, on every node.
+type Service struct {
+	Name     string
+	VIP      net.IP   // nil: the service has no VIP on the network (endpoint mode dnsrr)
+	Backends []net.IP // the tasks' addresses, sorted
+}
+
+// networkVerbose is the part of GET /networks/{id}?verbose=true that NetworkServices reads. The field
+// is the same from API 1.41 (Docker 20.10) to 1.56: Services maps a service's name to its VIP and tasks.
+type networkVerbose struct {
+	Services map[string]struct {
+		VIP   string `json:"VIP"`
+		Tasks []struct {
+			Name       string `json:"Name"`
+			EndpointIP string `json:"EndpointIP"`
+		} `json:"Tasks"`
+	} `json:"Services"`
+}
+
+// NetworkServices lists the swarm services on network id with their VIP and tasks, sorted by name, as
+// the engine's verbose inspect tells them (on workers too, tasks of other nodes included). Addresses
+// may carry a prefix length; it is dropped. Entries whose addresses do not parse are left out.
+func (c *Client) NetworkServices(id string) ([]Service, error) {
+	var n networkVerbose
+	if err := c.Get("/networks/"+url.PathEscape(id)+"?verbose=true", &n); err != nil {
+		return nil, err
+	}
+	return servicesOf(n), nil
+}
+
+func servicesOf(n networkVerbose) []Service {
+	out := make([]Service, 0, len(n.Services))
+	for name, s := range n.Services {
+		if name == "" {
+			continue // the engine's own load-balancer endpoint, on overlay
+		}
+		svc := Service{Name: name, VIP: parseAddr(s.VIP)}
+		seen := map[string]bool{}
+		for _, t := range s.Tasks {
+			if ip := parseAddr(t.EndpointIP); ip != nil && !seen[ip.String()] {
+				seen[ip.String()] = true
+				svc.Backends = append(svc.Backends, ip)
+			}
+		}
+		sort.Slice(svc.Backends, func(i, j int) bool { return bytes.Compare(svc.Backends[i], svc.Backends[j]) < 0 })
+		out = append(out, svc)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// parseAddr reads an IPv4 address, with or without a prefix length; nil for anything else.
+func parseAddr(s string) net.IP {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "/")
+	if ip := net.ParseIP(s).To4(); ip != nil {
+		return ip
+	}
+	return nil
 }

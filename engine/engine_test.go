@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -103,5 +104,42 @@ func TestErrorsNameTheDaemon(t *testing.T) {
 	none, _ := New("unix://"+filepath.Join(t.TempDir(), "none.sock"), time.Second)
 	if _, err := none.Info(); err == nil || !strings.Contains(err.Error(), "none.sock") {
 		t.Errorf("no daemon: %v", err)
+	}
+}
+
+func TestNetworkServices(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/networks/n1", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("verbose") != "true" {
+			http.Error(w, "want verbose", http.StatusBadRequest)
+			return
+		}
+		// As 20.10 and the current engine answer it (tasks of other nodes included; Info names the node).
+		w.Write([]byte(`{"Name":"app","Id":"n1","Services":{
+			"web":{"VIP":"10.0.1.2","Ports":[],"LocalLBIndex":0,"Tasks":[
+				{"Name":"web.2.x","EndpointID":"e2","EndpointIP":"10.0.1.5","Info":{"Host IP":"192.168.9.2"}},
+				{"Name":"web.1.x","EndpointID":"e1","EndpointIP":"10.0.1.3/24","Info":{"Host IP":"192.168.9.1"}},
+				{"Name":"web.1.x","EndpointID":"e1","EndpointIP":"10.0.1.3","Info":{}}]},
+			"db":{"VIP":"","Tasks":[{"Name":"db.1.x","EndpointIP":"10.0.1.9"},{"Name":"bad","EndpointIP":"nope"}]},
+			"":{"VIP":"10.0.1.254","Tasks":[]}}}`))
+	})
+	c, err := New("unix://"+daemon(t, mux), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svcs, err := c.NetworkServices("n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range svcs {
+		got = append(got, fmt.Sprintf("%s vip=%v backends=%v", s.Name, s.VIP, s.Backends))
+	}
+	want := []string{"db vip=<nil> backends=[10.0.1.9]", "web vip=10.0.1.2 backends=[10.0.1.3 10.0.1.5]"}
+	if strings.Join(got, "; ") != strings.Join(want, "; ") {
+		t.Errorf("NetworkServices = %q, want %q", got, want)
+	}
+	if _, err := c.NetworkServices("missing"); err == nil || !strings.Contains(err.Error(), "/networks/missing?verbose=true") {
+		t.Errorf("NetworkServices(missing): error %v, want one naming the path", err)
 	}
 }
