@@ -28,13 +28,7 @@ func (m *Manager) SandboxExists(key string) (exists, known bool) {
 		var st unix.Stat_t
 		return false, unix.Stat(filepath.Join(root, filepath.Dir(key)), &st) == nil
 	}
-	m.rootMu.Lock()
-	cached := m.sandboxRoot
-	m.rootMu.Unlock()
-	roots := []string{filepath.Join(m.procRoot, "1", "root")}
-	if cached != "" {
-		roots = append([]string{cached}, roots...)
-	}
+	roots := m.sandboxRoots()
 	for _, root := range roots {
 		if ex, seen := try(root); seen {
 			return ex, true
@@ -62,6 +56,51 @@ func (m *Manager) SandboxExists(key string) (exists, known bool) {
 		}
 	}
 	return false, false
+}
+
+// SetEnginePID tells the Manager the PID of the dockerd that sends the plugin its requests (the peer of
+// the plugin socket): sandbox keys are paths in that daemon's mount namespace, which need not be PID 1's
+// (several engines on one machine, each with a /run of its own). 0 forgets it.
+func (m *Manager) SetEnginePID(pid int) {
+	root := ""
+	if pid > 0 {
+		root = filepath.Join(m.procRoot, strconv.Itoa(pid), "root")
+	}
+	m.rootMu.Lock()
+	m.engineRoot = root
+	m.rootMu.Unlock()
+}
+
+// sandboxRoots are the roots a sandbox key is looked up under, the likeliest first: the engine's (when
+// known), where keys resolved last, then PID 1's.
+func (m *Manager) sandboxRoots() []string {
+	m.rootMu.Lock()
+	engine, cached := m.engineRoot, m.sandboxRoot
+	m.rootMu.Unlock()
+	var roots []string
+	for _, r := range []string{engine, cached, filepath.Join(m.procRoot, "1", "root")} {
+		if r != "" && (len(roots) == 0 || roots[len(roots)-1] != r) {
+			roots = append(roots, r)
+		}
+	}
+	return roots
+}
+
+// SandboxPath returns a path that opens the network namespace a container's sandbox key names, once it
+// is one: libnetwork hands the key to the driver in Join, before the container's namespace is bound
+// there (at the container's start), so ok is false until then, and again once the sandbox is gone.
+func (m *Manager) SandboxPath(key string) (path string, ok bool) {
+	if key == "" || !filepath.IsAbs(key) {
+		return "", false
+	}
+	for _, root := range m.sandboxRoots() {
+		p := filepath.Join(root, key)
+		var fs unix.Statfs_t
+		if unix.Statfs(p, &fs) == nil && fs.Type == unix.NSFS_MAGIC {
+			return p, true
+		}
+	}
+	return "", false
 }
 
 // EndpointInterfaces finds the endpoint interfaces of vxsafe in every visible network namespace (the

@@ -88,6 +88,7 @@ type Manager struct {
 
 	rootMu      sync.Mutex
 	sandboxRoot string // a /proc/<pid>/root where sandbox keys resolved last (SandboxExists)
+	engineRoot  string // /proc/<pid>/root of the dockerd that talks to the plugin (SetEnginePID)
 }
 
 // New opens a Manager on opts.NS (or the current namespace).
