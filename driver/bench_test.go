@@ -127,7 +127,7 @@ func (e *benchEnv) start() {
 	if err != nil {
 		e.tb.Fatal(err)
 	}
-	go Serve(l, Handler(drv, log, nil))
+	go Serve(l, Handler(drv, log, nil), nil)
 	e.st, e.dp, e.drv, e.l = st, dp, drv, l
 	e.connect(sock)
 }

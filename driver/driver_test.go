@@ -76,7 +76,7 @@ func startConfig(t *testing.T, host *nstest.NS, dir string, hooks *dataplane.Hoo
 	if err != nil {
 		t.Fatal(err)
 	}
-	go Serve(l, Handler(drv, log, nil))
+	go Serve(l, Handler(drv, log, nil), nil)
 	h := &harness{t: t, host: host, drv: drv, dp: dp, st: st, hooks: hooks, log: hook, dir: dir,
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {

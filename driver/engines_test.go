@@ -256,7 +256,7 @@ func TestUnitEngineHostHeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go Serve(l, Handler(u.drv, logrus.NewEntry(logrus.New()), nil))
+	go Serve(l, Handler(u.drv, logrus.NewEntry(logrus.New()), nil), nil)
 	t.Cleanup(func() { l.Close() })
 	for _, host := range []string{"plugin.moby.localhost", "", "localhost"} {
 		for _, path := range []string{"/Plugin.Activate", "/NetworkDriver.GetCapabilities"} {

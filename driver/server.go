@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 	"github.com/docker/go-plugins-helpers/sdk"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 )
 
 // MaxRequestBytes bounds a request body. libnetwork's largest requests (CreateNetwork with options and
@@ -197,15 +199,43 @@ func writeError(w http.ResponseWriter, err error) {
 }
 
 // Serve serves h on the plugin socket path (dockerd finds managed plugins' sockets in
-// /run/docker/plugins). It returns when the listener fails or closes.
-func Serve(l net.Listener, h http.Handler) error {
+// /run/docker/plugins). It returns when the listener fails or closes. onPeer, when not nil, is told the
+// PID of the process behind every new connection (dockerd: the plugin shares the host's PID namespace).
+func Serve(l net.Listener, h http.Handler, onPeer func(pid int)) error {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}
+	if onPeer != nil {
+		srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+			if pid := peerPID(c); pid > 0 {
+				onPeer(pid)
+			}
+			return ctx
+		}
+	}
 	return srv.Serve(l)
+}
+
+// peerPID is the PID of the process at the other end of a unix connection (SO_PEERCRED); 0 if unknown.
+func peerPID(c net.Conn) int {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return 0
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	pid := 0
+	raw.Control(func(fd uintptr) {
+		if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+			pid = int(cred.Pid)
+		}
+	})
+	return pid
 }
 
 // Listen creates the unix socket, replacing a leftover socket file from an earlier run.
