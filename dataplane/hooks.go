@@ -11,13 +11,14 @@ var ErrInjected = errors.New("injected kernel failure")
 
 // Kernel steps that Hooks can fail.
 const (
-	StepCreateVXLAN    = "create vxlan"
-	StepLinkUp         = "set vxlan up"
-	StepDeleteVXLAN    = "delete vxlan"
-	StepCreateEndpoint = "create endpoint interface"
-	StepDeleteEndpoint = "delete endpoint interface"
-	StepDeleteStale    = "delete stale interface"
-	StepAddPeer        = "program peer"
+	StepCreateVXLAN     = "create vxlan"
+	StepLinkUp          = "set vxlan up"
+	StepDeleteVXLAN     = "delete vxlan"
+	StepCreateEndpoint  = "create endpoint interface"
+	StepDeleteEndpoint  = "delete endpoint interface"
+	StepDeleteStale     = "delete stale interface"
+	StepAddPeer         = "program peer"
+	StepProgramServices = "program services"
 )
 
 // Hooks inject failures into kernel steps, so tests can prove that a failure at any step leaves nothing
