@@ -70,7 +70,7 @@ e2e: rootfs
 
 ## unit: the tests that need neither root nor Docker
 unit:
-	$(GO) test -count=1 ./netconfig/ ./store/ ./vni/ ./gossip/ ./metrics/ ./engine/ ./control/ ./internal/plot/ ./plugin/
+	$(GO) test -count=1 ./netconfig/ ./store/ ./vni/ ./gossip/ ./metrics/ ./engine/ ./control/ ./internal/plot/ ./plugin/ ./vip/
 	$(GO) test -count=1 -run '^TestUnit' ./driver/
 
 ## fuzz: each fuzz target for FUZZTIME
