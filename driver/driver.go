@@ -32,6 +32,9 @@ type Config struct {
 	Control Control
 	Log     *logrus.Entry
 	Metrics Metrics
+	// Services is told where local endpoints join and leave, to give their containers the swarm
+	// services' VIPs (a *vip.Balancer); nil: no VIPs.
+	Services Services
 	// DeadEndpointGrace: a joined endpoint whose container died without a Leave is marked left once it has
 	// been joined this long and its interface has been missing from every namespace for a third of it.
 	// 0: 30s; negative: at once (tests).
@@ -72,6 +75,14 @@ type Control interface {
 	Publish(ep gossip.Endpoint)
 	Withdraw(netID, epID string)
 	Remote(netID string) []gossip.Endpoint
+}
+
+// Services keeps the service VIP tables of local containers. Its methods never block.
+type Services interface {
+	Joined(netID, epID, sandboxKey string)
+	Left(epID string)
+	// Changed: the endpoints reachable on network netID changed.
+	Changed(netID string)
 }
 
 // Metrics receives counters; nil records nothing.
@@ -145,6 +156,9 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = noMetrics{}
 	}
+	if cfg.Services == nil {
+		cfg.Services = noServices{}
+	}
 	switch {
 	case cfg.DeadEndpointGrace == 0:
 		cfg.DeadEndpointGrace = 30 * time.Second
@@ -191,6 +205,12 @@ func (d *Driver) newNetState(rec store.NetworkRecord) *netState {
 }
 
 type noMetrics struct{}
+
+type noServices struct{}
+
+func (noServices) Joined(string, string, string) {}
+func (noServices) Left(string)                   {}
+func (noServices) Changed(string)                {}
 
 func (noMetrics) StaleRemoved(string) {}
 func (noMetrics) ConflictRefused()    {}
@@ -271,4 +291,28 @@ func (d *Driver) Counts() (networks, endpoints int) {
 		ns.mu.Unlock()
 	}
 	return len(nets), endpoints
+}
+
+// Reachable returns the addresses of network netID's endpoints this node reaches: its own joined ones
+// and the remote ones the control plane knows. Nil when the control plane has not synced since the start
+// (its view of remote endpoints is not complete yet) or the network is unknown.
+func (d *Driver) Reachable(netID string) map[string]bool {
+	ns, ok := d.lookup(netID)
+	if !ok || (d.cfg.Control != nil && !d.controlSynced()) {
+		return nil
+	}
+	out := map[string]bool{}
+	ns.mu.Lock()
+	for _, l := range ns.joined {
+		if l.ip != nil {
+			out[l.ip.String()] = true
+		}
+	}
+	ns.mu.Unlock()
+	if d.cfg.Control != nil {
+		for _, ep := range d.cfg.Control.Remote(netID) {
+			out[ep.IP] = true
+		}
+	}
+	return out
 }

@@ -228,6 +228,7 @@ func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
 		return fmt.Errorf("deleting endpoint %s from %s: %w", netconfig.ShortID(req.EndpointID), d.st.Path(), err)
 	}
 	delete(ns.joined, req.EndpointID)
+	d.cfg.Services.Left(req.EndpointID)
 	d.releaseDeviceLocked(ns)
 	return nil
 }
@@ -310,6 +311,7 @@ func (d *Driver) JoinNamed(req *network.JoinRequest) (*JoinResponse, error) {
 	if d.cfg.Control != nil {
 		d.cfg.Control.Publish(d.published(ep))
 	}
+	d.cfg.Services.Joined(req.NetworkID, req.EndpointID, req.SandboxKey)
 	log.WithFields(logrus.Fields{"interface": ep.IfName, "name_in_container": ep.DstName}).Debug("joined")
 	return &JoinResponse{InterfaceName: InterfaceName{
 		InterfaceName: network.InterfaceName{SrcName: ep.IfName, DstPrefix: "eth"}, DstName: ep.DstName}}, nil
@@ -338,6 +340,7 @@ func (d *Driver) Leave(req *network.LeaveRequest) error {
 		}
 	}
 	delete(ns.joined, req.EndpointID)
+	d.cfg.Services.Left(req.EndpointID)
 	return nil
 }
 

@@ -40,6 +40,7 @@ func (d *Driver) RemoteChange(ep gossip.Endpoint, removed bool) {
 			log.Debug("remote endpoint removed")
 		}
 		d.restoreSharedLocked(ns, ep, p)
+		d.cfg.Services.Changed(ep.Network)
 		return
 	}
 	if why := d.remoteRefusal(ns, p, d.localAddrsLocked(ns)); why != "" {
@@ -53,6 +54,7 @@ func (d *Driver) RemoteChange(ep gossip.Endpoint, removed bool) {
 		return
 	}
 	log.Debug("remote endpoint programmed")
+	d.cfg.Services.Changed(ep.Network)
 }
 
 // restoreSharedLocked re-programs the remote endpoints that share the IP or MAC of one just removed.

@@ -27,6 +27,7 @@ func (d *Driver) Reconcile() {
 				log.Warn("reconcile: re-created the network's missing vxlan interface")
 			}
 			d.republishLocked(ns)
+			d.rejoinServicesLocked(ns, log)
 		}
 		ns.mu.Unlock()
 	}
@@ -52,6 +53,21 @@ func (d *Driver) Run(ctx context.Context, interval time.Duration) {
 			ns.mu.Lock()
 			d.programPeersLocked(ns, d.controlSynced())
 			ns.mu.Unlock()
+		}
+	}
+}
+
+// rejoinServicesLocked hands the joined endpoints' sandboxes to the service VIPs after a start: their
+// tables are re-programmed from the engine's services once read. ns.mu is held.
+func (d *Driver) rejoinServicesLocked(ns *netState, log *logrus.Entry) {
+	eps, err := d.st.ListEndpoints(ns.rec.ID)
+	if err != nil {
+		log.WithError(err).Warn("reconcile: reading the endpoints for service VIPs")
+		return
+	}
+	for _, ep := range eps {
+		if ep.Joined && ns.isJoined(ep.EndpointID) {
+			d.cfg.Services.Joined(ep.NetworkID, ep.EndpointID, ep.SandboxKey)
 		}
 	}
 }

@@ -137,6 +137,7 @@ func (d *Driver) reapDeadEndpoints() int {
 				d.log.WithError(err).WithField("endpoint", cur.EndpointID).Warn("marking a dead endpoint as left")
 			} else {
 				delete(c.ns.joined, cur.EndpointID)
+				d.cfg.Services.Left(cur.EndpointID)
 				if d.cfg.Control != nil {
 					d.cfg.Control.Withdraw(cur.NetworkID, cur.EndpointID)
 				}
