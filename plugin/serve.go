@@ -16,8 +16,10 @@ import (
 	"github.com/vxsafe/overlay/control"
 	"github.com/vxsafe/overlay/dataplane"
 	"github.com/vxsafe/overlay/driver"
+	"github.com/vxsafe/overlay/engine"
 	"github.com/vxsafe/overlay/netconfig"
 	"github.com/vxsafe/overlay/store"
+	"github.com/vxsafe/overlay/vip"
 )
 
 // settings are what an operator tunes, from the plugin's environment (`docker plugin set`).
@@ -42,6 +44,8 @@ type settings struct {
 	// but whose host is still in the swarm are kept (its containers still work).
 	NodeGoneGrace   time.Duration
 	PluginDownGrace time.Duration
+	// VIPRefresh: how often the engine is read for the services of networks with local containers.
+	VIPRefresh time.Duration
 }
 
 func loadSettings(env func(string) string) (settings, error) {
@@ -116,6 +120,9 @@ func loadSettings(env func(string) string) (settings, error) {
 	if s.PluginDownGrace, err = time.ParseDuration(get("PLUGIN_DOWN_GRACE", "10m")); err != nil || s.PluginDownGrace < s.NodeGoneGrace {
 		return s, fmt.Errorf("setting PLUGIN_DOWN_GRACE: want a duration of at least NODE_GONE_GRACE (%s), got %q", s.NodeGoneGrace, get("PLUGIN_DOWN_GRACE", ""))
 	}
+	if s.VIPRefresh, err = time.ParseDuration(get("VIP_REFRESH", "250ms")); err != nil || s.VIPRefresh < 50*time.Millisecond || s.VIPRefresh > time.Minute {
+		return s, fmt.Errorf("setting VIP_REFRESH: want a duration from 50ms to 1m, got %q", get("VIP_REFRESH", ""))
+	}
 	return s, nil
 }
 
@@ -167,8 +174,13 @@ func serve(ctx context.Context, env func(string) string) error {
 		return err
 	}
 	defer ctl.Close()
-	d, err := driver.New(driver.Config{Store: st, Dataplane: dp, VNIMin: s.VNIMin, VNIMax: s.VNIMax, Port: s.Port,
-		MTU: s.MTU, VTEP: s.VTEP, Control: ctl.Control(), Log: log, Metrics: metrics})
+	var d *driver.Driver
+	vips, err := newBalancer(s, dp, func(netID string) map[string]bool { return d.Reachable(netID) }, log)
+	if err != nil {
+		return err
+	}
+	d, err = driver.New(driver.Config{Store: st, Dataplane: dp, VNIMin: s.VNIMin, VNIMax: s.VNIMax, Port: s.Port,
+		MTU: s.MTU, VTEP: s.VTEP, Control: ctl.Control(), Log: log, Metrics: metrics, Services: vips})
 	if err != nil {
 		return err
 	}
@@ -181,11 +193,12 @@ func serve(ctx context.Context, env func(string) string) error {
 	}
 	d.Reconcile()
 	go d.Run(ctx, s.SweepInterval)
+	go vips.Run(ctx)
 	if s.MetricsAddr != "" && s.MetricsAddr != "off" {
 		go metrics.Serve(ctx, s.MetricsAddr, log)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- driver.Serve(l, driver.Handler(d, log, metrics.Observe)) }()
+	go func() { errc <- driver.Serve(l, driver.Handler(d, log, metrics.Observe), dp.SetEnginePID) }()
 	log.WithField("socket", s.Socket).Info("vxsafe serving")
 	select {
 	case <-ctx.Done():
@@ -195,4 +208,18 @@ func serve(ctx context.Context, env func(string) string) error {
 	case err := <-errc:
 		return fmt.Errorf("serving %s: %w", s.Socket, err)
 	}
+}
+
+// newBalancer makes the service VIPs' balancer, reading the engine through the docker-socket mount (none
+// without a socket there).
+func newBalancer(s settings, dp *dataplane.Manager, reachable func(string) map[string]bool, log *logrus.Entry) (*vip.Balancer, error) {
+	cfg := vip.Config{Kernel: dp, Reachable: reachable, Refresh: s.VIPRefresh, Log: log, EngineDesc: s.DockerSocket}
+	if s.DockerSocket != "" {
+		c, err := engine.New("unix://"+s.DockerSocket, 2*time.Second)
+		if err != nil {
+			return nil, fmt.Errorf("the Docker API client for %s: %w", s.DockerSocket, err)
+		}
+		cfg.Engine = c
+	}
+	return vip.New(cfg), nil
 }
