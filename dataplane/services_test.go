@@ -67,6 +67,25 @@ func newVIPLab(t *testing.T) *vipLab {
 	}
 	up(l.client, "vxst-c", svcClientIP)
 	up(l.server, "vxst-s", svcBackends...)
+	// Until linkwatch has seen the carrier (it may take up to a second), a device keeps the noop qdisc and
+	// drops what is sent: a first SYN then waits for its retransmission.
+	for _, e := range []struct {
+		ns   *nstest.NS
+		name string
+	}{{l.client, "vxst-c"}, {l.server, "vxst-s"}} {
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			link, err := e.ns.NL.LinkByName(e.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if link.Attrs().OperState == netlink.OperUp {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s is %v after 5 s", e.name, link.Attrs().OperState)
+			}
+		}
+	}
 	for _, b := range svcBackends {
 		serveTCP(t, l.server, b)
 		serveUDP(t, l.server, b)
