@@ -723,3 +723,57 @@ func BenchmarkProgramServices100x3Fanout(b *testing.B) {
 		i++
 	}
 }
+
+// A UDP flow to the VIP keeps its backend while the backend stays (one socket, one conntrack entry), and
+// moves to another one once its backend is removed and ForgetBackends has run.
+func TestServicesForgetBackendsMovesUDPFlows(t *testing.T) {
+	l := newVIPLab(t)
+	l.program(t, Service{VIP: svcVIP, Backends: svcBackends[:2]})
+	var c net.Conn
+	var err error
+	inNS(t, l.client.Handle, func() {
+		c, err = net.Dial("udp4", net.JoinHostPort(svcVIP.String(), fmt.Sprint(svcTestPort)))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ask := func() (string, error) {
+		c.SetDeadline(time.Now().Add(time.Second))
+		if _, err := c.Write([]byte("who")); err != nil {
+			return "", err
+		}
+		buf := make([]byte, 64)
+		n, err := c.Read(buf)
+		return string(buf[:n]), err
+	}
+	first, err := ask()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var other net.IP
+	for _, b := range svcBackends[:2] {
+		if b.String() != first {
+			other = b
+		}
+	}
+	// The flow's backend goes: the table no longer has it, but the flow's entry still does.
+	l.program(t, Service{VIP: svcVIP, Backends: []net.IP{other}})
+	if who, err := ask(); err != nil || who != first {
+		t.Fatalf("before ForgetBackends: answer %q (%v), want the flow to stay on %s (its conntrack entry)", who, err, first)
+	}
+	n, err := l.m.ForgetBackends(l.client.Path(), svcVIP, []net.IP{net.ParseIP(first).To4()})
+	if err != nil || n != 1 {
+		t.Fatalf("ForgetBackends = %d, %v; want 1 entry deleted", n, err)
+	}
+	if who, err := ask(); err != nil || who != other.String() {
+		t.Fatalf("after ForgetBackends: answer %q (%v), want %s", who, err, other)
+	}
+	// Nothing to forget: nothing deleted, no error; a namespace that is gone wraps ErrDeviceGone.
+	if n, err := l.m.ForgetBackends(l.client.Path(), svcVIP, []net.IP{net.ParseIP("10.77.0.99").To4()}); err != nil || n != 0 {
+		t.Errorf("ForgetBackends of an unused backend = %d, %v", n, err)
+	}
+	if _, err := l.m.ForgetBackends(writeFile(t), svcVIP, []net.IP{other}); !errors.Is(err, ErrDeviceGone) {
+		t.Errorf("ForgetBackends in a plain file: %v, want ErrDeviceGone", err)
+	}
+}

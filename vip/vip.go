@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sort"
 	"strings"
 	"sync"
@@ -32,6 +33,8 @@ type Kernel interface {
 	SandboxPath(key string) (path string, ok bool)
 	ProgramServices(nsPath, netID string, svcs []dataplane.Service) error
 	RemoveServices(nsPath, netID string) error
+	// ForgetBackends ends the UDP flows from vip to tasks that are no backend any more.
+	ForgetBackends(nsPath string, vip net.IP, gone []net.IP) (int, error)
 }
 
 // Engine is where the services of a network are read (*engine.Client).
@@ -73,6 +76,7 @@ type sandbox struct {
 	joined           time.Time
 	path             string // where its namespace opens; "" until its key is one
 	programmed       string // fingerprint of the table in it; "" when there is none
+	table            []dataplane.Service
 	failed           string // the last programming error, logged once
 }
 
@@ -369,17 +373,45 @@ func (b *Balancer) sync() (pending bool) {
 			continue
 		}
 		sb.failed = ""
+		b.forget(sb, want, log)
 		b.setProgrammed(sb, fp)
+		sb.table = want
 		log.WithField("services", len(want)).Debug("service VIPs programmed")
 	}
 	return pending
+}
+
+// forget ends, in sb's namespace, the UDP flows to the backends its table had and want no longer has.
+func (b *Balancer) forget(sb *sandbox, want []dataplane.Service, log *logrus.Entry) {
+	kept := map[string]bool{}
+	for _, s := range want {
+		for _, ip := range s.Backends {
+			kept[s.VIP.String()+" "+ip.String()] = true
+		}
+	}
+	for _, s := range sb.table {
+		var gone []net.IP
+		for _, ip := range s.Backends {
+			if !kept[s.VIP.String()+" "+ip.String()] {
+				gone = append(gone, ip)
+			}
+		}
+		if len(gone) == 0 {
+			continue
+		}
+		if n, err := b.cfg.Kernel.ForgetBackends(sb.path, s.VIP, gone); err != nil {
+			log.WithError(err).Debug("ending UDP flows to removed tasks")
+		} else if n > 0 {
+			log.WithFields(logrus.Fields{"vip": s.VIP.String(), "tasks": fmt.Sprint(gone), "flows": n}).Debug("ended UDP flows to removed tasks")
+		}
+	}
 }
 
 func (b *Balancer) setPath(sb *sandbox, p string) {
 	b.mu.Lock()
 	sb.path = p
 	if p == "" {
-		sb.programmed = ""
+		sb.programmed, sb.table = "", nil
 	}
 	b.mu.Unlock()
 }

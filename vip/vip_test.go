@@ -59,6 +59,25 @@ func (k *fakeKernel) RemoveServices(path, netID string) error {
 	return nil
 }
 
+func (k *fakeKernel) ForgetBackends(path string, vip net.IP, gone []net.IP) (int, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.calls = append(k.calls, fmt.Sprintf("forget %s %s %v", path, vip, gone))
+	return len(gone), nil
+}
+
+func (k *fakeKernel) called(prefix string) []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []string
+	for _, c := range k.calls {
+		if strings.HasPrefix(c, prefix) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 func (k *fakeKernel) table(path string) (string, bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -209,13 +228,20 @@ func TestUnitTasksFollowTheEngineAndTheReachableEndpoints(t *testing.T) {
 	r.setReach("10.0.1.3", "10.0.1.5")
 	r.b.Changed(netA)
 	r.wantTable(t, "/proc/1/root/k/c2", fp("10.0.1.2", "[10.0.1.3 10.0.1.5]"))
-	// Service removed: the tables go.
+	// The UDP flows to the removed task end.
+	if got := r.k.called("forget /proc/1/root/k/c2"); len(got) != 1 || got[0] != "forget /proc/1/root/k/c2 10.0.1.2 [10.0.1.4]" {
+		t.Errorf("forgotten flows in c2: %q, want those to 10.0.1.4", got)
+	}
+	// Service removed: the tables go, and the flows to its tasks.
 	r.e.set(netA)
 	waitFor(t, "tables removed", func() bool {
 		_, ok1 := r.k.table("/proc/1/root/k/c1")
 		_, ok2 := r.k.table("/proc/1/root/k/c2")
 		return !ok1 && !ok2
 	})
+	if got := r.k.called("forget /proc/1/root/k/c2"); len(got) != 2 || got[1] != "forget /proc/1/root/k/c2 10.0.1.2 [10.0.1.3 10.0.1.5]" {
+		t.Errorf("forgotten flows in c2: %q, then those to 10.0.1.3 and 10.0.1.5", got)
+	}
 }
 
 func TestUnitLeaveRemovesTheTable(t *testing.T) {
