@@ -35,6 +35,8 @@ type Kernel interface {
 	RemoveServices(nsPath, netID string) error
 	// ForgetBackends ends the UDP flows from vip to tasks that are no backend any more.
 	ForgetBackends(nsPath string, vip net.IP, gone []net.IP) (int, error)
+	// ResolveIn asks a DNS server from inside a namespace (the engine's embedded one, for tasks.<service>).
+	ResolveIn(nsPath, name, server string, timeout time.Duration) ([]net.IP, error)
 }
 
 // Engine is where the services of a network are read (*engine.Client).
@@ -90,6 +92,7 @@ type Balancer struct {
 	left     []*sandbox          // left, their table still to remove
 	services map[string][]engine.Service
 	read     map[string]bool // networks read from the engine at least once since the start
+	nsOf     map[string]string // a namespace path of a local sandbox per network, to ask the engine's DNS in
 	apiDown  bool
 
 	kick  chan struct{} // the programming loop has work
@@ -105,7 +108,7 @@ func New(cfg Config) *Balancer {
 		cfg.Log = logrus.NewEntry(logrus.StandardLogger())
 	}
 	return &Balancer{cfg: cfg, log: cfg.Log.WithField("part", "vip"), sandbox: map[string]*sandbox{},
-		services: map[string][]engine.Service{}, read: map[string]bool{},
+		services: map[string][]engine.Service{}, read: map[string]bool{}, nsOf: map[string]string{},
 		kick: make(chan struct{}, 1), fetch: make(chan struct{}, 1)}
 }
 
@@ -236,6 +239,7 @@ func (b *Balancer) readEngine() {
 				continue
 			}
 		}
+		svcs = b.enabledOnly(id, svcs)
 		b.mu.Lock()
 		if b.apiDown {
 			b.apiDown = false
@@ -251,6 +255,51 @@ func (b *Balancer) readEngine() {
 		signal(b.kick)
 	}
 }
+
+// enabledOnly drops from svcs the tasks that the engine has withdrawn from their service but not yet
+// removed. Swarm withdraws a task it is about to stop (DisableService: its name leaves the embedded DNS)
+// 2 s before it signals the container, so that no new connection reaches a task that is shutting down;
+// but the engine's verbose network view lists the task until its endpoint is gone (libnetwork's
+// Network.Services ignores the record's ServiceDisabled). The embedded DNS, asked from a local container
+// of the network for tasks.<service>, answers only the tasks still in service. When it cannot be asked,
+// or for a service too large for one answer, every listed task stays.
+func (b *Balancer) enabledOnly(netID string, svcs []engine.Service) []engine.Service {
+	b.mu.Lock()
+	nsPath := b.nsOf[netID]
+	b.mu.Unlock()
+	if nsPath == "" {
+		return svcs
+	}
+	out := make([]engine.Service, 0, len(svcs))
+	for _, s := range svcs {
+		if s.VIP == nil || len(s.Backends) == 0 {
+			out = append(out, s)
+			continue
+		}
+		ips, err := b.cfg.Kernel.ResolveIn(nsPath, "tasks."+s.Name, dataplane.EmbeddedDNS, dnsTimeout)
+		if err != nil {
+			b.log.WithError(err).WithField("network", netID).Debug("asking the embedded DNS which tasks are in service")
+			out = append(out, s)
+			continue
+		}
+		in := map[string]bool{}
+		for _, ip := range ips {
+			in[ip.String()] = true
+		}
+		kept := s
+		kept.Backends = nil
+		for _, ip := range s.Backends {
+			if in[ip.String()] {
+				kept.Backends = append(kept.Backends, ip)
+			}
+		}
+		out = append(out, kept)
+	}
+	return out
+}
+
+// dnsTimeout bounds one question to the embedded DNS.
+const dnsTimeout = 300 * time.Millisecond
 
 func isNotFound(err error) bool { return err != nil && strings.Contains(err.Error(), "404 Not Found") }
 
@@ -376,8 +425,17 @@ func (b *Balancer) sync() (pending bool) {
 		b.forget(sb, want, log)
 		b.setProgrammed(sb, fp)
 		sb.table = want
-		log.WithField("services", len(want)).Debug("service VIPs programmed")
+		log.WithFields(logrus.Fields{"services": len(want), "table": fp}).Debug("service VIPs programmed")
 	}
+	// A namespace per network to ask the embedded DNS in: any live sandbox's.
+	b.mu.Lock()
+	b.nsOf = map[string]string{}
+	for _, sb := range b.sandbox {
+		if sb.path != "" {
+			b.nsOf[sb.netID] = sb.path
+		}
+	}
+	b.mu.Unlock()
 	return pending
 }
 

@@ -21,6 +21,7 @@ const netA = "aaaaaaaaaaaa0123456789"
 // fakeKernel records tables by namespace path; a key becomes a namespace when the test says so.
 type fakeKernel struct {
 	mu     sync.Mutex
+	dns    map[string][]string // name -> addresses the embedded DNS answers; a name not there: no answer
 	ns     map[string]string // key -> path, once it is a namespace
 	tables map[string]string // path -> fingerprint
 	calls  []string
@@ -64,6 +65,29 @@ func (k *fakeKernel) ForgetBackends(path string, vip net.IP, gone []net.IP) (int
 	defer k.mu.Unlock()
 	k.calls = append(k.calls, fmt.Sprintf("forget %s %s %v", path, vip, gone))
 	return len(gone), nil
+}
+
+func (k *fakeKernel) ResolveIn(path, name, server string, timeout time.Duration) ([]net.IP, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	ips, ok := k.dns[name]
+	if !ok {
+		return nil, errors.New("i/o timeout")
+	}
+	var out []net.IP
+	for _, ip := range ips {
+		out = append(out, net.ParseIP(ip).To4())
+	}
+	return out, nil
+}
+
+func (k *fakeKernel) setDNS(name string, ips ...string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.dns == nil {
+		k.dns = map[string][]string{}
+	}
+	k.dns[name] = ips
 }
 
 func (k *fakeKernel) called(prefix string) []string {
@@ -311,4 +335,19 @@ func TestUnitNoEngineWarnsAndProgramsNothing(t *testing.T) {
 
 func contextWithCancel() (context.Context, context.CancelFunc) {
 	return context.WithCancel(context.Background())
+}
+
+// A task the engine still lists but has withdrawn from its service (gone from tasks.<service> in the
+// embedded DNS: swarm is about to stop it) takes no new connection.
+func TestUnitWithdrawnTaskLeavesBeforeTheEngineForgetsIt(t *testing.T) {
+	r := newRig(t, true)
+	r.k.bind("/k/c1")
+	r.e.set(netA, svc("web", "10.0.1.2", "10.0.1.3", "10.0.1.4"))
+	r.b.Joined(netA, "ep1", "/k/c1")
+	r.wantTable(t, "/proc/1/root/k/c1", fp("10.0.1.2", "[10.0.1.3 10.0.1.4]"))
+	r.k.setDNS("tasks.web", "10.0.1.3")
+	r.wantTable(t, "/proc/1/root/k/c1", fp("10.0.1.2", "[10.0.1.3]"))
+	// Back in service (DNS answers it again): back in the table.
+	r.k.setDNS("tasks.web", "10.0.1.3", "10.0.1.4")
+	r.wantTable(t, "/proc/1/root/k/c1", fp("10.0.1.2", "[10.0.1.3 10.0.1.4]"))
 }
