@@ -84,7 +84,7 @@ fuzz:
 ##        redraws docs/join-latency.png from the Join benchmark
 bench: rootfs
 	VXSAFE_BENCH_PLOT=$(CURDIR)/docs/join-latency.png $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./dataplane/ ./driver/
-	VXSAFE_BENCH=1 $(GO) test -count=1 -run '^TestBenchmarkSwarm$$' -v -timeout 60m ./e2e/
+	VXSAFE_BENCH=1 $(GO) test -count=1 -run '^TestBenchmark(Swarm|VIP)$$' -v -timeout 60m ./e2e/
 
 ## demo: Docker's overlay failing on a stale device and vxsafe/overlay carrying on, side by side (root;
 ## DEMO_INSTALL=1 installs docker.io and busybox-static first). The demo builds its own plugin bundle in a
