@@ -91,7 +91,7 @@ type Balancer struct {
 	sandbox  map[string]*sandbox // by endpoint ID
 	left     []*sandbox          // left, their table still to remove
 	services map[string][]engine.Service
-	read     map[string]bool // networks read from the engine at least once since the start
+	read     map[string]bool   // networks read from the engine at least once since the start
 	nsOf     map[string]string // a namespace path of a local sandbox per network, to ask the engine's DNS in
 	apiDown  bool
 

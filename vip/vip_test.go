@@ -22,8 +22,8 @@ const netA = "aaaaaaaaaaaa0123456789"
 type fakeKernel struct {
 	mu     sync.Mutex
 	dns    map[string][]string // name -> addresses the embedded DNS answers; a name not there: no answer
-	ns     map[string]string // key -> path, once it is a namespace
-	tables map[string]string // path -> fingerprint
+	ns     map[string]string   // key -> path, once it is a namespace
+	tables map[string]string   // path -> fingerprint
 	calls  []string
 }
 
