@@ -134,7 +134,6 @@ func (b *Balancer) Joined(netID, epID, key string) {
 	}
 	b.mu.Unlock()
 	signal(b.kick)
-	signal(b.fetch)
 }
 
 // Left records that endpoint epID left its sandbox; its table there is removed. It never blocks.
@@ -146,7 +145,6 @@ func (b *Balancer) Left(epID string) {
 	}
 	b.mu.Unlock()
 	signal(b.kick)
-	signal(b.fetch)
 }
 
 // Changed tells the Balancer that the reachable endpoints of network netID changed (the tables are
@@ -211,8 +209,13 @@ func (b *Balancer) readLoop(ctx context.Context) {
 func (b *Balancer) readEngine() {
 	b.mu.Lock()
 	nets := map[string]bool{}
+	now := time.Now()
 	for _, sb := range b.sandbox {
-		nets[sb.netID] = true
+		// Not in a network's first moments on this node: dockerd is still attaching it (a verbose
+		// network inspect then raced the attachment of the next container on 20.10).
+		if now.Sub(sb.joined) >= settle {
+			nets[sb.netID] = true
+		}
 	}
 	for id := range b.services {
 		if !nets[id] {
@@ -298,6 +301,21 @@ func (b *Balancer) enabledOnly(netID string, svcs []engine.Service) []engine.Ser
 	return out
 }
 
+// hasVIPs reports whether network netID is known to have a service with a VIP.
+func (b *Balancer) hasVIPs(netID string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, s := range b.services[netID] {
+		if s.VIP != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// settle is how long after its first local Join a network is first read.
+const settle = 300 * time.Millisecond
+
 // dnsTimeout bounds one question to the embedded DNS.
 const dnsTimeout = 300 * time.Millisecond
 
@@ -365,6 +383,9 @@ func (b *Balancer) sync() (pending bool) {
 	for _, sb := range left {
 		if liveKeys[sb.netID+" "+sb.key] {
 			continue // another endpoint of the network is in that sandbox now
+		}
+		if sb.programmed == "" && !b.hasVIPs(sb.netID) {
+			continue // nothing programmed there, nor to be: do not enter a namespace being torn down
 		}
 		if sb.path == "" {
 			// Never programmed here, but a plugin that restarted may not know what its predecessor did.
