@@ -95,8 +95,7 @@ type Balancer struct {
 	nsOf     map[string]string // a namespace path of a local sandbox per network, to ask the engine's DNS in
 	apiDown  bool
 
-	kick  chan struct{} // the programming loop has work
-	fetch chan struct{} // read the engine soon
+	kick chan struct{} // the programming loop has work
 }
 
 // New makes a Balancer; Run starts it.
@@ -109,7 +108,7 @@ func New(cfg Config) *Balancer {
 	}
 	return &Balancer{cfg: cfg, log: cfg.Log.WithField("part", "vip"), sandbox: map[string]*sandbox{},
 		services: map[string][]engine.Service{}, read: map[string]bool{}, nsOf: map[string]string{},
-		kick: make(chan struct{}, 1), fetch: make(chan struct{}, 1)}
+		kick: make(chan struct{}, 1)}
 }
 
 func signal(c chan struct{}) {
@@ -188,8 +187,7 @@ func (b *Balancer) Run(ctx context.Context) {
 	}
 }
 
-// readLoop reads the services of every network with local sandboxes, every Refresh and soon after a
-// Join or a Leave.
+// readLoop reads the services of every network with settled local sandboxes every Refresh.
 func (b *Balancer) readLoop(ctx context.Context) {
 	t := time.NewTicker(b.cfg.Refresh)
 	defer t.Stop()
@@ -198,7 +196,6 @@ func (b *Balancer) readLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-b.fetch:
 		}
 		b.readEngine()
 	}
