@@ -25,8 +25,9 @@ type churnFailure struct {
 // locally (an attachment task, CreateNetwork, the device at the first Join) and delete it again after the
 // container exits, and the next run starts while that deletion may still be under way. A vxsafe network
 // and a Docker overlay network churn at the same time, so both drivers see the same load. Every vxsafe
-// run must succeed; the overlay count is reported beside it. VXE2E_CHURN_ROUNDS sets the rounds (default
-// 100: 200 runs per driver).
+// run must succeed, with one exception that is the engine's (engineAttachRace); the overlay count is
+// reported beside it. VXE2E_CHURN_ROUNDS sets the rounds (default 100: 200 runs per driver);
+// VXE2E_CHURN_STRICT=1 fails on the engine's race too.
 func TestChurnWithoutAnchors(t *testing.T) {
 	late := os.Getenv("VXE2E_CHURN_LATE") != "" // install on a running swarm (diagnosis)
 	c := startCluster(t, cluster.Options{Prefix: "vxa", Nodes: 2, NoSwarm: !late})
@@ -117,11 +118,54 @@ func TestChurnWithoutAnchors(t *testing.T) {
 		for _, n := range c.Nodes() {
 			t.Logf("node %s log around the first vxsafe failure (%s):\n%s", n.Name, f.at.Format(time.RFC3339Nano), logWindow(n, f.at.Add(-2*time.Second), f.at.Add(f.took+2*time.Second)))
 		}
-		t.Errorf("%d of %d vxsafe runs failed without anchors (overlay: %d of %d)", failed["anc-vxs"], runs["anc-vxs"], failed["anc-ovl"], runs["anc-ovl"])
+		race, other := 0, 0
+		for _, x := range failures {
+			if x.network != "anc-vxs" {
+				continue
+			}
+			if engineAttachRace(x.err) {
+				race++
+			} else {
+				other++
+			}
+		}
+		switch {
+		case other > 0 || os.Getenv("VXE2E_CHURN_STRICT") != "":
+			t.Errorf("%d of %d vxsafe runs failed without anchors, %d of them not the engine's attachment race (overlay: %d of %d)",
+				failed["anc-vxs"], runs["anc-vxs"], other, failed["anc-ovl"], runs["anc-ovl"])
+		case race*100 > runs["anc-vxs"]*maxAttachRacePercent:
+			t.Errorf("%d of %d vxsafe runs hit the engine's attachment race, more than %d%% (overlay: %d of %d)",
+				race, runs["anc-vxs"], maxAttachRacePercent, failed["anc-ovl"], runs["anc-ovl"])
+		default:
+			t.Logf("UPSTREAM engine %s: %d of %d vxsafe runs hit the engine's attachment race (networkdb's JoinNetwork waits "+
+				"on a bulk sync with the other node while that node leaves the network; see engineAttachRace), tolerated up to %d%%",
+				cluster.EngineName(), race, runs["anc-vxs"], maxAttachRacePercent)
+		}
 	}
 	for _, net := range nets {
 		removeSwarmNetwork(t, m, net.name)
 	}
+}
+
+// maxAttachRacePercent bounds the share of vxsafe runs that may fail with the engine's attachment race
+// (2 to 6% were seen on 20.10 over 200 runs).
+const maxAttachRacePercent = 15
+
+// engineAttachRace reports whether a failed `docker run` is the engine's anchorless attachment race
+// rather than an error of vxsafe's. Seen on Debian's 20.10 (goroutine dumps taken 12 s into stuck runs):
+// the attachment task sits in libnetwork's NewNetwork -> joinCluster -> networkdb JoinNetwork ->
+// bulkSyncNode, waiting for the other node to answer a bulk sync of the network that node is leaving at
+// that moment; the plugin's CreateNetwork has already returned and no Join comes. dockerd gives up after
+// 20 s ("attaching to network failed ... context deadline exceeded"), and the node's next run of the
+// same network, still stuck behind that join, says "network ... not found" after 10 s. Docker's
+// overlay runs the same path and hits the same race (1 of 200 runs in one of five 200-run sets, with the
+// same stack), less often than vxsafe (3 to 11 of 200): its network lives a shorter time on each node
+// (no remote-driver round trips, DeleteEndpoint 60 ms in vxsafe), so the two nodes' joins and leaves
+// overlap less.
+func engineAttachRace(err string) bool {
+	last := lastLine(err)
+	return strings.Contains(last, "attaching to network failed, make sure your network options are correct and check manager logs: context deadline exceeded") ||
+		(strings.Contains(last, "Error response from daemon: network ") && strings.HasSuffix(strings.TrimSuffix(last, "."), " not found"))
 }
 
 func lastLine(s string) string {
