@@ -96,7 +96,20 @@ func TestHardeningRestarts(t *testing.T) {
 	newJoins := func(t *testing.T, name string) {
 		t.Helper()
 		began := time.Now()
-		run(n2, name)
+		args := []string{"run", "-d", "--name", name, "--stop-timeout", "1", "--network", "hr", img, "sleep", "86400"}
+		if _, err := n2.Docker(ctxT(t, 2*time.Minute), args...); err != nil {
+			if !staleRemoteDriver(err.Error()) {
+				t.Fatalf("node %s: %v", n2.Name, err)
+			}
+			// The current engine's remote driver keeps the endpoints it saw Join in memory, per driver
+			// instance, and makes a new instance when the restarted plugin registers again: a container
+			// whose Join reached the old instance fails at ProgramExternalConnectivity in the new one
+			// ("remote network driver: endpoint X not found"; moby's libnetwork/drivers/remote). The
+			// plugin has answered every call; the next container starts.
+			t.Logf("UPSTREAM engine %s: %s failed once right after the plugin restarted: %s; starting it again", cluster.EngineName(), name, lastLine(err.Error()))
+			n2.Docker(ctxT(t, time.Minute), "rm", "-f", name)
+			docker(t, n2, args...)
+		}
 		ip := containerIP(t, n2, name, "hr")
 		took := poll(t, 20*time.Second, name+" reached from c1", func() error { return pingOnce(n1, "c1", ip) })
 		t.Logf("RESTART new container %s on n2 started and reachable from n1 in %.2fs (reachable %.2fs after start)",
@@ -501,6 +514,13 @@ func TestHardeningRestarts(t *testing.T) {
 		removeNetworkAfterFailedJoin(t, n1, "vs")
 		removeSwarmNetwork(t, n1, "ov")
 	})
+}
+
+// staleRemoteDriver reports whether a failed `docker run` is the current engine's remote driver missing
+// an endpoint that Joined through the driver instance it had before the plugin restarted.
+func staleRemoteDriver(err string) bool {
+	return cluster.EngineName() != "debian" && strings.Contains(err, "driver failed programming external connectivity") &&
+		strings.Contains(err, "remote network driver: endpoint ") && strings.Contains(err, " not found")
 }
 
 // removeNetworkAfterFailedJoin removes a swarm network on manager m after a `docker run` on m failed in
