@@ -157,25 +157,7 @@ func TestChurnWithoutAnchors(t *testing.T) {
 // restarted only when it does.
 func removeNetworkAfterAttachRace(t *testing.T, c *cluster.Cluster, name string) {
 	t.Helper()
-	m := c.Manager()
-	var err error
-	for deadline := time.Now().Add(45 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
-		if _, err = m.Docker(ctxT(t, time.Minute), "network", "rm", name); err == nil {
-			return
-		}
-		if !strings.Contains(err.Error(), "in use by task") {
-			t.Fatalf("docker network rm %s: %v", name, err)
-		}
-	}
-	t.Logf("UPSTREAM engine %s: network %s still held by the attachment task of a run that hit the race (%s); restarting every node's dockerd",
-		cluster.EngineName(), name, lastLine(err.Error()))
-	for _, n := range c.Nodes() {
-		if err := n.RestartDaemon(ctxT(t, 2*time.Minute)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	removeSwarmNetwork(t, m, name)
-	t.Logf("network %s removed after the restarts", name)
+	removeHeldNetwork(t, c.Manager(), name, 45*time.Second, c.Nodes(), "the attachment task of a run that hit the race")
 }
 
 // maxAttachRacePercent bounds the share of vxsafe runs that may fail with the engine's attachment race

@@ -536,8 +536,16 @@ func removeNetworkAfterFailedJoin(t *testing.T, m *cluster.Node, name string) {
 		removeSwarmNetwork(t, m, name)
 		return
 	}
+	removeHeldNetwork(t, m, name, 20*time.Second, []*cluster.Node{m}, "the attachment task of the container whose Join failed")
+}
+
+// removeHeldNetwork removes swarm network name on manager m, waiting up to wait while swarm says it is
+// "in use by task" (an attachment task the engine leaked, held by what), then restarting the dockerd of
+// the restart nodes, which releases it.
+func removeHeldNetwork(t *testing.T, m *cluster.Node, name string, wait time.Duration, restart []*cluster.Node, what string) {
+	t.Helper()
 	var err error
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+	for deadline := time.Now().Add(wait); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
 		if _, err = m.Docker(ctxT(t, time.Minute), "network", "rm", name); err == nil {
 			return
 		}
@@ -545,9 +553,12 @@ func removeNetworkAfterFailedJoin(t *testing.T, m *cluster.Node, name string) {
 			t.Fatalf("docker network rm %s: %v", name, err)
 		}
 	}
-	t.Logf("UPSTREAM engine %s: network %s still held by the attachment task of the container whose Join failed (%s); restarting n%d's dockerd", cluster.EngineName(), name, lastLine(err.Error()), m.Index)
-	if err := m.RestartDaemon(ctxT(t, 2*time.Minute)); err != nil {
-		t.Fatal(err)
+	t.Logf("UPSTREAM engine %s: network %s still held by %s (%s); restarting the dockerd of %d node(s)",
+		cluster.EngineName(), name, what, lastLine(err.Error()), len(restart))
+	for _, n := range restart {
+		if err := n.RestartDaemon(ctxT(t, 2*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	removeSwarmNetwork(t, m, name)
 	t.Logf("network %s removed after the restart", name)
