@@ -161,7 +161,7 @@ func removeNetworkAfterAttachRace(t *testing.T, c *cluster.Cluster, name string)
 }
 
 // maxAttachRacePercent bounds the share of vxsafe runs that may fail with the engine's attachment race
-// (2 to 6% were seen on 20.10 over 200 runs).
+// (1 to 6% were seen on 20.10, in sets of 200 runs).
 const maxAttachRacePercent = 15
 
 // engineAttachRace reports whether a failed `docker run` is the engine's anchorless attachment race
@@ -172,7 +172,7 @@ const maxAttachRacePercent = 15
 // 20 s ("attaching to network failed ... context deadline exceeded"), and the node's next run of the
 // same network, still stuck behind that join, says "network ... not found" after 10 s. Docker's
 // overlay runs the same path and hits the same race (1 of 200 runs in one of five 200-run sets, with the
-// same stack), less often than vxsafe (3 to 11 of 200): its network lives a shorter time on each node
+// same stack), less often than vxsafe (2 to 11 of 200): its network lives a shorter time on each node
 // (no remote-driver round trips, DeleteEndpoint 60 ms in vxsafe), so the two nodes' joins and leaves
 // overlap less.
 func engineAttachRace(err string) bool {
