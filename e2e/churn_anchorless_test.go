@@ -171,7 +171,7 @@ const maxAttachRacePercent = 15
 // that moment; the plugin's CreateNetwork has already returned and no Join comes. dockerd gives up after
 // 20 s ("attaching to network failed ... context deadline exceeded"), and the node's next run of the
 // same network, still stuck behind that join, says "network ... not found" after 10 s. Docker's
-// overlay runs the same path and hits the same race (1 of 200 runs in one of five 200-run sets, with the
+// overlay runs the same path and hits the same race (0 or 1 of 200 runs per set, with the
 // same stack), less often than vxsafe (2 to 11 of 200): its network lives a shorter time on each node
 // (no remote-driver round trips, DeleteEndpoint 60 ms in vxsafe), so the two nodes' joins and leaves
 // overlap less.
