@@ -124,6 +124,7 @@ func TestChurnWithoutAnchors(t *testing.T) {
 			}
 		}
 	}
+	t.Logf("HANDLERS requests answered with an error, all nodes: %d", pluginErrors)
 	if failed["anc-vxs"] > 0 && runs["anc-vxs"] > 0 {
 		f := failures[0]
 		for _, x := range failures {
