@@ -197,10 +197,35 @@ const maxAttachRacePercent = 15
 // same stack), less often than vxsafe (2 to 11 of 200): its network lives a shorter time on each node
 // (no remote-driver round trips, DeleteEndpoint 60 ms in vxsafe), so the two nodes' joins and leaves
 // overlap less.
+// The CLI may print a line after the daemon's error ("error waiting for container: context canceled"),
+// so every line is looked at.
 func engineAttachRace(err string) bool {
-	last := lastLine(err)
-	return strings.Contains(last, "attaching to network failed, make sure your network options are correct and check manager logs: context deadline exceeded") ||
-		(strings.Contains(last, "Error response from daemon: network ") && strings.HasSuffix(strings.TrimSuffix(last, "."), " not found"))
+	for _, line := range strings.Split(err, "\n") {
+		line = strings.TrimSpace(line)
+		if strings.Contains(line, "attaching to network failed, make sure your network options are correct and check manager logs: context deadline exceeded") ||
+			(strings.Contains(line, "Error response from daemon: network ") && strings.HasSuffix(strings.TrimSuffix(line, "."), " not found")) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestEngineAttachRaceText pins what engineAttachRace takes for the engine's race (no cluster needed).
+func TestEngineAttachRaceText(t *testing.T) {
+	for _, c := range []struct {
+		err  string
+		race bool
+	}{
+		{"exit status 125: docker: Error response from daemon: attaching to network failed, make sure your network options are correct and check manager logs: context deadline exceeded.", true},
+		{"exit status 125: docker: Error response from daemon: attaching to network failed, make sure your network options are correct and check manager logs: context deadline exceeded.\ntime=\"2026-12-02T14:57:54Z\" level=error msg=\"error waiting for container: context canceled\"", true},
+		{"exit status 125: docker: Error response from daemon: network 4dyfs8ulogmmerk50j0xakakc not found.", true},
+		{"exit status 125: docker: Error response from daemon: NetworkDriver.Join: join of endpoint 9ae85eeaedf3: not deleting a live interface.", false},
+		{"exit status 125: docker: Error response from daemon: NetworkDriver.CreateEndpoint: endpoint 9ae85eeaedf3 not found.", false},
+	} {
+		if got := engineAttachRace(c.err); got != c.race {
+			t.Errorf("engineAttachRace(%q) = %v, want %v", c.err, got, c.race)
+		}
+	}
 }
 
 func lastLine(s string) string {
