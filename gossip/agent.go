@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"crypto/hpke"
 	"errors"
 	"fmt"
 	"log"
@@ -103,7 +104,13 @@ type Config struct {
 	// RejoinInterval: how often seeds given to Join that are not members are
 	// contacted again (default 30s; negative disables).
 	RejoinInterval time.Duration
-	Log            *logrus.Entry
+	// VTEPCheck: show a record only when its VTEP is the gossip address of the member that owns it, so
+	// that a member can speak only for its own address (the plugin advertises its VTEP).
+	VTEPCheck bool
+	// OnNetworkKeys is called, before the notice is acknowledged, when a key notice of the network's
+	// authority changed a network's keys (to keep them across restarts).
+	OnNetworkKeys func(network string, keys NetworkKeys)
+	Log           *logrus.Entry
 }
 
 // Stats are counters for metrics.
@@ -117,7 +124,8 @@ type Stats struct {
 	MessagesReceived   uint64 // delta messages received
 	StateSyncsSent     uint64 // full states sent (join and push/pull)
 	StateSyncsReceived uint64 // full states received
-	RejectedRecords    uint64 // stale, duplicate, self-owned or malformed records
+	RejectedRecords    uint64 // stale, duplicate, self-owned, malformed or refused records
+	RefusedRecords     uint64 // refused for their signature, their VTEP or as replays (part of RejectedRecords)
 	EventsDelivered    uint64 // onChange calls
 }
 
@@ -144,6 +152,13 @@ type Agent struct {
 	closed    atomic.Bool
 
 	sent, received, syncsSent, syncsReceived atomic.Uint64
+
+	refusalMu  sync.Mutex
+	refusalLog map[string]time.Time // owner+network+reason -> last logged
+
+	boot  hpke.PrivateKey // this process's boot key: rotated network keys are sealed to it
+	ackMu sync.Mutex
+	acks  []*ackWait
 }
 
 // New validates cfg, starts memberlist on the configured address and returns
@@ -161,12 +176,20 @@ func New(cfg Config, onChange func(Event)) (*Agent, error) {
 
 	inc := uint64(time.Now().UnixNano())
 	a := &Agent{
-		cfg:  cfg,
-		log:  lg,
-		tbl:  newTable(cfg.NodeName, inc, cfg.GracePeriod, cfg.HostUpGrace, cfg.TombstoneTTL),
-		disp: newDispatcher(onChange),
-		stop: make(chan struct{}),
+		cfg:        cfg,
+		log:        lg,
+		tbl:        newTable(cfg.NodeName, inc, cfg.GracePeriod, cfg.HostUpGrace, cfg.TombstoneTTL),
+		refusalLog: map[string]time.Time{},
+		disp:       newDispatcher(onChange),
+		stop:       make(chan struct{}),
 	}
+	a.tbl.vtepCheck = cfg.VTEPCheck
+	boot, err := bootKEM.GenerateKey()
+	if err != nil {
+		return nil, fmt.Errorf("gossip node %s: boot key: %w", cfg.NodeName, err)
+	}
+	a.boot = boot
+	a.tbl.pub = boot.PublicKey().Bytes()
 	a.queue = &memberlist.TransmitLimitedQueue{
 		NumNodes: func() int {
 			if ml := a.ml.Load(); ml != nil {
@@ -300,6 +323,7 @@ func (a *Agent) apply(op func() []Event) {
 	evs := op()
 	a.disp.push(evs)
 	a.opMu.Unlock()
+	a.logRefusals()
 	for _, ev := range evs {
 		a.log.WithFields(logrus.Fields{
 			"network": ev.Endpoint.Network, "endpoint": ev.Endpoint.EndpointID, "node": ev.Node,
@@ -307,6 +331,58 @@ func (a *Agent) apply(op func() []Event) {
 		}).Debugf("remote endpoint %s", ev.Kind)
 	}
 }
+
+// refusalLogEvery bounds the refusal log lines: one per owner, network and reason in this interval.
+const refusalLogEvery = time.Minute
+
+// logRefusals logs the records the table refused since the last call.
+func (a *Agent) logRefusals() {
+	refs := a.tbl.takeRefusals()
+	if len(refs) == 0 {
+		return
+	}
+	now := time.Now()
+	a.refusalMu.Lock()
+	defer a.refusalMu.Unlock()
+	for _, r := range refs {
+		k := r.Owner + "\x00" + r.Network + "\x00" + r.Reason
+		if last, ok := a.refusalLog[k]; ok && now.Sub(last) < refusalLogEvery {
+			continue
+		}
+		if len(a.refusalLog) > 4096 {
+			clear(a.refusalLog)
+		}
+		a.refusalLog[k] = now
+		a.log.WithFields(logrus.Fields{"owner": r.Owner, "network": r.Network, "endpoint": r.Endpoint,
+			"ip": r.IP, "mac": r.MAC, "vtep": r.VTEP, "key": r.KeyID}).
+			Warn("refusing gossip record: " + r.Reason + " (further refusals of this owner and network are counted in vxsafe_gossip_refused_records_total)")
+	}
+}
+
+// SetNetworkKeys declares a network of this node with its keys (see NetworkKeys): records of it are
+// signed with the primary key and accepted only when a held key signs them. Records held for it that
+// the keys do not sign are dropped. When the primary key changed, this node's records of the network
+// are signed again and sent. A network that is never declared has its records accepted unchecked.
+func (a *Agent) SetNetworkKeys(network string, keys NetworkKeys) error {
+	kr, err := newKeyring(keys)
+	if err != nil {
+		return fmt.Errorf("keys of network %s: %w", network, err)
+	}
+	var resigned wireGroup
+	a.apply(func() []Event {
+		var evs []Event
+		evs, resigned = a.tbl.setKeys(network, kr, time.Now())
+		return evs
+	})
+	if len(resigned.Records) > 0 {
+		a.broadcast(resigned)
+		a.sendDirect(resigned)
+	}
+	return nil
+}
+
+// ForgetNetwork undeclares a network that was removed from this node.
+func (a *Agent) ForgetNetwork(network string) { a.tbl.forgetKeys(network) }
 
 // Join contacts the given seeds ("ip", "ip:port" or "host:port"; the default
 // port is the own BindPort) and returns how many were reached. The own
@@ -472,6 +548,7 @@ func (a *Agent) Stats() Stats {
 		PendingRecords:     ts.PendingRecords,
 		Tombstones:         ts.Tombstones,
 		RejectedRecords:    ts.Rejected,
+		RefusedRecords:     ts.Refused,
 		MessagesSent:       a.sent.Load(),
 		MessagesReceived:   a.received.Load(),
 		StateSyncsSent:     a.syncsSent.Load(),
@@ -602,7 +679,14 @@ func (d *delegate) NotifyMsg(buf []byte) {
 	a := (*Agent)(d)
 	a.received.Add(1)
 	typ, body, err := decodeMsg(buf)
-	if err == nil && typ != msgDelta {
+	switch {
+	case err == nil && typ == msgRekey:
+		go a.handleRekey(body) // it persists keys and answers: not on memberlist's receive path
+		return
+	case err == nil && typ == msgAck:
+		a.handleAck(body)
+		return
+	case err == nil && typ != msgDelta:
 		err = fmt.Errorf("unexpected gossip message type %d", typ)
 	}
 	var g wireGroup

@@ -1,7 +1,10 @@
 package gossip
 
 import (
+	"bytes"
 	"cmp"
+	"crypto/hmac"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -27,8 +30,33 @@ type table struct {
 	local  map[recKey]*record
 	owners map[string]*ownerState
 
+	// keys holds the networks this node has declared, with their keys.
+	keys map[string]*keyring
+	// vtepCheck: a record is shown only when its VTEP is its owner's gossip address.
+	vtepCheck bool
+	// pub is this node's boot key (sent in manifests); peers what other members' manifests said.
+	pub   []byte
+	peers map[string]*peerKeys
+
 	rejected uint64
+	// refused counts the records refused by authLocked and the VTEP and replay checks; refusals holds
+	// the latest ones for the agent to log (bounded).
+	refused  uint64
+	refusals []Refusal
 }
+
+// Refusal is a received record that was refused for its signature, its VTEP or as a replay.
+type Refusal struct {
+	Owner    string
+	Network  string
+	Endpoint string
+	IP, MAC  string
+	VTEP     string
+	KeyID    string
+	Reason   string
+}
+
+const maxRefusals = 64
 
 type recKey struct{ network, endpoint string }
 
@@ -38,6 +66,8 @@ type record struct {
 	seq     uint64
 	deleted bool
 	stamp   time.Time // local time this version was stored
+	keyID   string    // the key that signed it ("" unsigned)
+	tag     []byte
 }
 
 type ownerState struct {
@@ -59,6 +89,9 @@ type ownerState struct {
 	goneAt time.Time
 	recs   map[recKey]*record
 	shown  map[recKey]Endpoint // announced with Added and not yet Removed
+	// floor: the highest seq of the current incarnation's removals that expired here. A record of that
+	// incarnation at or below it, for an endpoint this node holds nothing of, is a replay.
+	floor uint64
 }
 
 // tableStats is a snapshot of the table's sizes.
@@ -69,6 +102,7 @@ type tableStats struct {
 	Tombstones      int
 	Owners          int
 	Rejected        uint64
+	Refused         uint64
 }
 
 func newTable(self string, inc uint64, grace, hostUpGrace, ttl time.Duration) *table {
@@ -81,11 +115,14 @@ func newTable(self string, inc uint64, grace, hostUpGrace, ttl time.Duration) *t
 		ttl:         ttl,
 		local:       make(map[recKey]*record),
 		owners:      make(map[string]*ownerState),
+		keys:        make(map[string]*keyring),
+		peers:       make(map[string]*peerKeys),
 	}
 }
 
 func (r *record) wire(now time.Time) wireRecord {
-	w := wireRecord{Network: r.ep.Network, Endpoint: r.ep.EndpointID, Inc: r.inc, Seq: r.seq, Deleted: r.deleted}
+	w := wireRecord{Network: r.ep.Network, Endpoint: r.ep.EndpointID, Inc: r.inc, Seq: r.seq, Deleted: r.deleted,
+		KeyID: r.keyID, Tag: r.tag}
 	if r.deleted {
 		w.AgeMS = max(now.Sub(r.stamp).Milliseconds(), 0)
 	} else {
@@ -105,6 +142,7 @@ func (t *table) localPublish(ep Endpoint, now time.Time) (wireGroup, bool) {
 	}
 	t.clock++
 	r := &record{ep: ep, inc: t.inc, seq: t.clock, stamp: now}
+	t.signLocked(r)
 	t.local[k] = r
 	return wireGroup{Owner: t.self, Records: []wireRecord{r.wire(now)}}, true
 }
@@ -121,6 +159,7 @@ func (t *table) localWithdraw(network, endpointID string, now time.Time) (wireGr
 	}
 	t.clock++
 	r := &record{ep: Endpoint{Network: network, EndpointID: endpointID}, inc: t.inc, seq: t.clock, deleted: true, stamp: now}
+	t.signLocked(r)
 	t.local[k] = r
 	return wireGroup{Owner: t.self, Records: []wireRecord{r.wire(now)}}, true
 }
@@ -138,6 +177,13 @@ func (t *table) state(now time.Time) wireState {
 		own.Records = append(own.Records, r.wire(now))
 	}
 	s.Groups = append(s.Groups, own)
+	for _, n := range slices.Sorted(maps.Keys(t.keys)) {
+		if kr := t.keys[n]; kr.keyed() {
+			m := wireManifest{Network: n, KeyID: kr.primary, Epoch: kr.epoch, Pub: t.pub}
+			m.Tag = manifestTag(kr.keys[kr.primary], t.self, m, t.inc, t.clock)
+			s.Manifests = append(s.Manifests, m)
+		}
+	}
 	for _, o := range t.owners {
 		if len(o.recs) == 0 || !o.known || !o.live {
 			continue
@@ -203,12 +249,94 @@ func (t *table) merge(o *ownerState, r wireRecord, now time.Time) (wireRecord, b
 		stamp = now.Add(-age)
 	}
 	k := r.key()
-	if e, ok := o.recs[k]; ok && !o.newer(r, e) {
+	e, held := o.recs[k]
+	if held && !o.newer(r, e) {
 		t.rejected++
 		return r, false
 	}
-	o.recs[k] = &record{ep: r.endpoint(), inc: r.Inc, seq: r.Seq, deleted: r.Deleted, stamp: stamp}
+	if reason := t.authLocked(o.name, r); reason != "" {
+		t.refuseLocked(o.name, r, reason)
+		return r, false
+	}
+	if !held && o.known && r.Inc == o.inc && r.Seq <= o.floor {
+		t.refuseLocked(o.name, r, refuseReplay)
+		return r, false
+	}
+	if t.vtepCheck && !r.Deleted && o.addr != "" && r.VTEP != o.addr {
+		t.refuseLocked(o.name, r, refuseVTEP)
+		return r, false
+	}
+	o.recs[k] = &record{ep: r.endpoint(), inc: r.Inc, seq: r.Seq, deleted: r.Deleted, stamp: stamp, keyID: r.KeyID, tag: r.Tag}
 	return r, true
+}
+
+// refuseLocked counts a refused record and keeps it for the agent to log. Caller holds mu.
+func (t *table) refuseLocked(owner string, r wireRecord, reason string) {
+	t.rejected++
+	t.refused++
+	if len(t.refusals) < maxRefusals {
+		t.refusals = append(t.refusals, Refusal{Owner: owner, Network: r.Network, Endpoint: r.Endpoint,
+			IP: r.IP, MAC: r.MAC, VTEP: r.VTEP, KeyID: r.KeyID, Reason: reason})
+	}
+}
+
+// takeRefusals returns the refusals since the last call.
+func (t *table) takeRefusals() []Refusal {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := t.refusals
+	t.refusals = nil
+	return out
+}
+
+// setKeys declares a network of this node with its keys. The remote records of that network that the
+// new keys do not sign are dropped (records that arrived before the network was declared were held
+// unchecked). When the primary key changed, this node's own records of the network are signed again
+// under it with new versions, returned for broadcast.
+func (t *table) setKeys(network string, kr *keyring, now time.Time) ([]Event, wireGroup) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := t.keys[network]
+	t.keys[network] = kr
+	var evs []Event
+	for _, name := range t.ownerNamesLocked() {
+		o := t.owners[name]
+		for k, r := range o.recs {
+			if k.network != network {
+				continue
+			}
+			w := r.wire(now)
+			if reason := t.authLocked(o.name, w); reason != "" {
+				delete(o.recs, k)
+				t.refuseLocked(o.name, w, reason)
+			}
+		}
+		evs = append(evs, t.sync(o, now)...)
+	}
+	resigned := wireGroup{Owner: t.self}
+	if old == nil || old.primary != kr.primary {
+		for _, k := range slices.SortedFunc(maps.Keys(t.local), func(a, b recKey) int {
+			return cmp.Or(cmp.Compare(a.network, b.network), cmp.Compare(a.endpoint, b.endpoint))
+		}) {
+			r := t.local[k]
+			if k.network != network || r.keyID == kr.primary {
+				continue
+			}
+			t.clock++
+			nr := &record{ep: r.ep, inc: t.inc, seq: t.clock, deleted: r.deleted, stamp: r.stamp}
+			t.signLocked(nr)
+			t.local[k] = nr
+			resigned.Records = append(resigned.Records, nr.wire(now))
+		}
+	}
+	return evs, resigned
+}
+
+// forgetKeys undeclares a network (removed from this node).
+func (t *table) forgetKeys(network string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.keys, network)
 }
 
 // applyDelta merges a broadcast delta. It returns the events and the records
@@ -236,20 +364,21 @@ func (t *table) applyState(s wireState, now time.Time) []Event {
 	defer t.mu.Unlock()
 	var evs []Event
 	sawFrom := false
+	vouched := t.manifestsLocked(s)
 	for _, g := range s.Groups {
 		if g.Owner == s.From {
 			sawFrom = true
 		}
-		evs = append(evs, t.applyGroupLocked(g, s, now)...)
+		evs = append(evs, t.applyGroupLocked(g, s, vouched, now)...)
 	}
 	if !sawFrom && s.From != "" {
 		// The sender owns nothing (not even tombstones).
-		evs = append(evs, t.applyGroupLocked(wireGroup{Owner: s.From}, s, now)...)
+		evs = append(evs, t.applyGroupLocked(wireGroup{Owner: s.From}, s, vouched, now)...)
 	}
 	return evs
 }
 
-func (t *table) applyGroupLocked(g wireGroup, s wireState, now time.Time) []Event {
+func (t *table) applyGroupLocked(g wireGroup, s wireState, vouched map[string]bool, now time.Time) []Event {
 	if g.Owner == "" || g.Owner == t.self || len(g.Owner) > maxFieldLen {
 		t.rejected += uint64(len(g.Records))
 		return nil
@@ -260,10 +389,14 @@ func (t *table) applyGroupLocked(g wireGroup, s wireState, now time.Time) []Even
 		present[r.key()] = true
 		t.merge(o, r, now)
 	}
-	// The owner's own state is authoritative for its current incarnation.
+	// The owner's own state is authoritative for its current incarnation: for the networks of keyed
+	// networks, only where its signed manifest says so.
 	if g.Owner == s.From && o.known && s.Inc == o.inc {
 		for k, rec := range o.recs {
 			if present[k] {
+				continue
+			}
+			if kr := t.keys[k.network]; kr != nil && kr.keyed() && !vouched[k.network] {
 				continue
 			}
 			switch {
@@ -279,6 +412,54 @@ func (t *table) applyGroupLocked(g wireGroup, s wireState, now time.Time) []Even
 	return t.sync(o, now)
 }
 
+// manifestsLocked returns the keyed networks for which state s carries a manifest of its sender signed
+// with a key that signs records now. A manifest signed with any key this node holds or held also tells
+// the sender's key epoch and boot key, which are kept for rotations (see peerKeys).
+func (t *table) manifestsLocked(s wireState) map[string]bool {
+	out := map[string]bool{}
+	if s.From == "" || s.From == t.self {
+		return out
+	}
+	for _, m := range s.Manifests {
+		kr := t.keys[m.Network]
+		if kr == nil || !kr.keyed() {
+			continue
+		}
+		key, ok := kr.anyKey(m.KeyID)
+		if !ok || !hmac.Equal(m.Tag, manifestTag(key, s.From, m, s.Inc, s.Clock)) {
+			continue
+		}
+		if _, current := kr.keys[m.KeyID]; current {
+			out[m.Network] = true
+		}
+		t.notePeerLocked(s.From, s.Inc, m)
+	}
+	return out
+}
+
+// peerKeys is what verified manifests told about one member: its boot key, pinned for its incarnation
+// at first sight, and its key epoch per network.
+type peerKeys struct {
+	inc      uint64
+	pub      []byte
+	conflict bool // two boot keys were claimed for this incarnation
+	epochs   map[string]uint64
+}
+
+// notePeerLocked records a verified manifest. Caller holds mu.
+func (t *table) notePeerLocked(owner string, inc uint64, m wireManifest) {
+	p := t.peers[owner]
+	if p == nil || p.inc != inc {
+		p = &peerKeys{inc: inc, pub: slices.Clone(m.Pub), epochs: map[string]uint64{}}
+		t.peers[owner] = p
+	}
+	if !bytes.Equal(p.pub, m.Pub) && !p.conflict {
+		p.conflict = true
+		t.refuseLocked(owner, wireRecord{Network: m.Network}, refuseBootKey)
+	}
+	p.epochs[m.Network] = m.Epoch
+}
+
 // nodeUp records that owner name is a live member running incarnation inc
 // (memberlist NotifyJoin / NotifyUpdate).
 func (t *table) nodeUp(name, addr string, inc uint64, now time.Time) []Event {
@@ -289,6 +470,7 @@ func (t *table) nodeUp(name, addr string, inc uint64, now time.Time) []Event {
 	}
 	o := t.owner(name, now)
 	if o.known && inc != o.inc {
+		o.floor = 0
 		o.prevInc = o.inc
 		if t.activeLocked(o, now) {
 			o.prevUntil = now.Add(t.grace)
@@ -411,6 +593,9 @@ func (t *table) tick(now time.Time) []Event {
 				continue
 			}
 			if r.deleted || !o.known || r.inc != o.inc {
+				if r.deleted && o.known && r.inc == o.inc {
+					o.floor = max(o.floor, r.seq)
+				}
 				delete(o.recs, k)
 			}
 		}
@@ -432,6 +617,9 @@ func (t *table) activeLocked(o *ownerState, now time.Time) bool {
 
 func (t *table) visibleLocked(o *ownerState, r *record, now time.Time) bool {
 	if r.deleted || !t.activeLocked(o, now) {
+		return false
+	}
+	if t.vtepCheck && o.addr != "" && r.ep.VTEP != o.addr {
 		return false
 	}
 	return r.inc == o.inc || o.inPrevWindow(r.inc, now)
@@ -505,7 +693,7 @@ func (t *table) remote(network string) []Endpoint {
 func (t *table) stats() tableStats {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := tableStats{Owners: len(t.owners), Rejected: t.rejected}
+	s := tableStats{Owners: len(t.owners), Rejected: t.rejected, Refused: t.refused}
 	for _, r := range t.local {
 		if r.deleted {
 			s.Tombstones++

@@ -16,11 +16,15 @@ const (
 
 	msgDelta byte = 1 // one owner's changed records (broadcast)
 	msgState byte = 2 // full table (push/pull)
+	msgRekey byte = 3 // a key notice for one member (reliable, direct)
+	msgAck   byte = 4 // a member applied a key notice (reliable, direct)
 
 	metaVersion byte = 1
 	metaLen          = 9 // version byte + big-endian incarnation
 
 	maxFieldLen = 256
+	maxKeyIDLen = 6  // bytes of a KeyID (12 hex digits)
+	sha256Size  = 32 // bytes of a record's tag
 )
 
 // wireRecord is one endpoint record as it travels between nodes.
@@ -37,6 +41,20 @@ type wireRecord struct {
 	// monotonic view) the sender stored it; receivers expire it at the same
 	// moment, so tombstones do not bounce between nodes forever.
 	AgeMS int64 `json:"age,omitempty"`
+	// KeyID and Tag sign the record under its network's key (see recordTag); both are empty for
+	// records of unkeyed networks.
+	KeyID string `json:"k,omitempty"`
+	Tag   []byte `json:"t,omitempty"`
+}
+
+// wireManifest signs, for one keyed network, the sender's claim that its own records of that network
+// in the state are complete up to (Inc, Clock).
+type wireManifest struct {
+	Network string `json:"n"`
+	KeyID   string `json:"k"`
+	Epoch   uint64 `json:"e,omitempty"`
+	Pub     []byte `json:"pub,omitempty"` // the sender's boot key (X25519, HPKE)
+	Tag     []byte `json:"t"`
 }
 
 // wireGroup holds records of one owner node.
@@ -52,6 +70,8 @@ type wireState struct {
 	Inc    uint64      `json:"inc"`
 	Clock  uint64      `json:"clock"`
 	Groups []wireGroup `json:"g"`
+	// Manifests: one per keyed network the sender has declared.
+	Manifests []wireManifest `json:"m,omitempty"`
 }
 
 func encodeMsg(typ byte, v any) ([]byte, error) {
@@ -81,6 +101,13 @@ func decodeDelta(body []byte) (wireGroup, error) {
 		return g, fmt.Errorf("decode gossip delta: %w", err)
 	}
 	return g, nil
+}
+
+func decodeJSON(body []byte, v any) error {
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("decode gossip message: %w", err)
+	}
+	return nil
 }
 
 func decodeState(body []byte) (wireState, error) {
@@ -166,7 +193,7 @@ func (r wireRecord) validate() (wireRecord, error) {
 			r.AgeMS = 0
 		}
 		r.IP, r.MAC, r.VTEP = "", "", ""
-		return r, nil
+		return r, r.checkSignature()
 	}
 	ep, err := normalizeEndpoint(r.endpoint())
 	if err != nil {
@@ -174,5 +201,14 @@ func (r wireRecord) validate() (wireRecord, error) {
 	}
 	r.IP, r.MAC, r.VTEP = ep.IP, ep.MAC, ep.VTEP
 	r.AgeMS = 0
-	return r, nil
+	return r, r.checkSignature()
+}
+
+// checkSignature bounds the signature fields of a received record (whether they sign it is checked
+// against the network's keys).
+func (r wireRecord) checkSignature() error {
+	if len(r.KeyID) > 2*maxKeyIDLen || len(r.Tag) > sha256Size || (r.KeyID == "") != (len(r.Tag) == 0) {
+		return fmt.Errorf("record %s/%s has a malformed signature", r.Network, r.Endpoint)
+	}
+	return nil
 }
