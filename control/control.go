@@ -61,6 +61,11 @@ type Plane struct {
 	local map[string]gossip.Endpoint
 	// events from the agent are applied in order by one goroutine
 	events chan gossip.Event
+
+	nets  map[string]*netKeys              // declared networks' keys
+	auths map[string]store.AuthorityRecord // networks whose key authority this node holds
+	asked map[string]time.Time             // when this node last asked the managers for a network's keys
+	rotMu sync.Mutex                       // one rotation at a time
 }
 
 // New starts a Plane's background work (applying events, re-seeding); the agent itself starts on SetVTEP.
@@ -70,7 +75,15 @@ func New(ctx context.Context, s Config, st *store.Store, log *logrus.Entry) (*Pl
 		s.BindAddr = "0.0.0.0"
 	}
 	c := &Plane{ctx: ctx, s: s, st: st, log: log.WithField("component", "gossip"),
-		seeds: map[string]bool{}, local: map[string]gossip.Endpoint{}, events: make(chan gossip.Event, 4096)}
+		seeds: map[string]bool{}, local: map[string]gossip.Endpoint{}, events: make(chan gossip.Event, 4096),
+		nets: map[string]*netKeys{}, auths: map[string]store.AuthorityRecord{}, asked: map[string]time.Time{}}
+	auths, err := st.Authorities()
+	if err != nil {
+		return nil, err
+	}
+	for id, rec := range auths {
+		c.Authority(id, rec)
+	}
 	if s.DockerSocket != "" {
 		// Managers are asked at most every few seconds, never inside a request: a client without
 		// keep-alive (no connection left behind), bounded by a timeout.
@@ -198,6 +211,10 @@ func (c *Plane) SetVTEP(addr string) {
 		Label:         c.s.GossipLabel,
 		GracePeriod:   graceSetting(c.s.NodeGoneGrace),
 		HostUpGrace:   graceSetting(c.s.PluginDownGrace),
+		VTEPCheck:     true,
+		OnNetworkKeys: c.keysChanged,
+		OnKeyRequest:  c.serveKeys,
+		OnBehind:      func(netID string) { go c.behind(netID) },
 		Log:           c.log,
 	}, func(ev gossip.Event) {
 		select {
@@ -211,6 +228,9 @@ func (c *Plane) SetVTEP(addr string) {
 	}
 	c.agent = a
 	c.log.WithFields(logrus.Fields{"address": addr, "port": c.s.GossipPort}).Info("gossip agent started")
+	for id, nk := range c.nets {
+		c.setAgentKeys(a, id, nk.keys)
+	}
 	for _, ep := range c.local {
 		a.Publish(ep)
 	}
@@ -298,6 +318,17 @@ func (c *Plane) GossipStats() (members int, sent, received uint64) {
 	}
 	st := a.Stats()
 	return st.Members, st.MessagesSent, st.MessagesReceived
+}
+
+// RefusedRecords is for metrics: records the agent refused for their signature, VTEP or as replays.
+func (c *Plane) RefusedRecords() uint64 {
+	c.mu.Lock()
+	a := c.agent
+	c.mu.Unlock()
+	if a == nil {
+		return 0
+	}
+	return a.Stats().RefusedRecords
 }
 
 // maintain re-seeds a lonely agent, remembers the members for the next start, and asks the Docker API

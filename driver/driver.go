@@ -77,6 +77,28 @@ type Control interface {
 	Remote(netID string) []gossip.Endpoint
 }
 
+// KeyedControl is what a control plane implements to sign and check its records per network: Declare
+// gives it a network of this node (its keys are in the record's options, or in Keys once they rotated),
+// Forget takes it away.
+type KeyedControl interface {
+	Declare(rec store.NetworkRecord)
+	Forget(netID string)
+	// Authority: this manager allocated the network and holds its key authority.
+	Authority(netID string, a store.AuthorityRecord)
+}
+
+func (d *Driver) declare(rec store.NetworkRecord) {
+	if k, ok := d.cfg.Control.(KeyedControl); ok {
+		k.Declare(rec)
+	}
+}
+
+func (d *Driver) forget(netID string) {
+	if k, ok := d.cfg.Control.(KeyedControl); ok {
+		k.Forget(netID)
+	}
+}
+
 // Services keeps the service VIP tables of local containers. Its methods never block.
 type Services interface {
 	Joined(netID, epID, sandboxKey string)
@@ -187,6 +209,7 @@ func New(cfg Config) (*Driver, error) {
 			}
 		}
 		d.networks[rec.ID] = ns
+		d.declare(rec)
 	}
 	if d.vtep != "" && cfg.Control != nil {
 		cfg.Control.SetVTEP(d.vtep)

@@ -1,6 +1,9 @@
 package driver
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"strconv"
@@ -9,6 +12,7 @@ import (
 	"github.com/docker/go-plugins-helpers/network"
 	"github.com/sirupsen/logrus"
 	"github.com/vxsafe/overlay/dataplane"
+	"github.com/vxsafe/overlay/gossip"
 	"github.com/vxsafe/overlay/netconfig"
 	"github.com/vxsafe/overlay/store"
 )
@@ -48,8 +52,67 @@ func (d *Driver) AllocateNetwork(req *network.AllocateNetworkRequest) (*network.
 		opts[k] = val
 	}
 	opts[netconfig.OptVNIList] = strconv.FormatUint(uint64(v), 10)
-	d.log.WithFields(logrus.Fields{"network": req.NetworkID, "vni": v}).Info("allocated VNI")
+	if err := d.allocateKeys(req.NetworkID, opts, requested != 0); err != nil {
+		return nil, err
+	}
+	d.log.WithFields(logrus.Fields{"network": req.NetworkID, "vni": v, "key": keyID(opts)}).Info("allocated VNI")
 	return &network.AllocateNetworkResponse{Options: opts}, nil
+}
+
+// allocateKeys puts the network's gossip key and the public half of its key authority into opts, the
+// options every node's CreateNetwork gets through swarm. Options that already hold them (a new leader
+// allocates every network again, with what the last allocation returned) keep them: all nodes keep one
+// key. A network whose options hold a VNI but no key was allocated before networks had keys (or was
+// created with a VNI option): giving it a key now would split its nodes into those with and those
+// without, so it stays unkeyed. The authority's private half stays in this manager's state.
+func (d *Driver) allocateKeys(netID string, opts map[string]string, vniGiven bool) error {
+	short := netconfig.ShortID(netID)
+	key, hasKey := opts[netconfig.OptKey]
+	switch {
+	case hasKey && key != netconfig.KeyAuto:
+		if _, err := netconfig.ParseKey(key); err != nil {
+			return fmt.Errorf("network %s: %w (or %s=%s to have one made)", short, err, netconfig.OptKey, netconfig.KeyAuto)
+		}
+		if a, ok := opts[netconfig.OptKeyAuthority]; ok {
+			if _, err := netconfig.ParseKeyAuthority(a); err != nil {
+				return fmt.Errorf("network %s: %w", short, err)
+			}
+			return nil
+		}
+	case hasKey || !vniGiven:
+		k := make([]byte, gossip.KeySize)
+		if _, err := rand.Read(k); err != nil {
+			return fmt.Errorf("network %s: making its gossip key: %w", short, err)
+		}
+		opts[netconfig.OptKey] = hex.EncodeToString(k)
+	default:
+		d.log.WithField("network", netID).Warn("network has a VNI option but no gossip key: it stays unkeyed (records of it " +
+			"are not signed) because it may be a network allocated before networks had keys; create new networks with " +
+			"-o " + netconfig.OptKey + "=" + netconfig.KeyAuto + " next to a VNI option")
+		return nil
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return fmt.Errorf("network %s: making its key authority: %w", short, err)
+	}
+	auth := store.AuthorityRecord{Private: priv, Keys: store.NetworkKeys{Primary: opts[netconfig.OptKey], Authority: hex.EncodeToString(pub)}}
+	if err := d.st.PutAuthority(netID, auth); err != nil {
+		return fmt.Errorf("network %s: keeping its key authority: %w", short, err)
+	}
+	opts[netconfig.OptKeyAuthority] = auth.Keys.Authority
+	if k, ok := d.cfg.Control.(KeyedControl); ok {
+		k.Authority(netID, auth)
+	}
+	return nil
+}
+
+// keyID names the network key in opts for logs ("" without one).
+func keyID(opts map[string]string) string {
+	k, err := netconfig.ParseKey(opts[netconfig.OptKey])
+	if err != nil {
+		return ""
+	}
+	return gossip.KeyID(k)
 }
 
 // FreeNetwork releases the network's VNI on the manager.
@@ -63,6 +126,9 @@ func (d *Driver) FreeNetwork(req *network.FreeNetworkRequest) error {
 	}
 	if ok {
 		d.log.WithFields(logrus.Fields{"network": req.NetworkID, "vni": v}).Info("released VNI")
+	}
+	if err := d.st.DeleteAuthority(req.NetworkID); err != nil {
+		return fmt.Errorf("network %s: %w", netconfig.ShortID(req.NetworkID), err)
 	}
 	return nil
 }
@@ -87,6 +153,9 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 	rec := store.NetworkRecord{ID: n.ID, VNI: n.VNI, Port: n.Port, MTU: n.MTU, IPv4: n.IPv4, Options: n.Options, Created: time.Now()}
 	if old, ok := d.networks[n.ID]; ok {
 		rec.Created = old.rec.Created
+		if old.rec.Options[netconfig.OptKey] == rec.Options[netconfig.OptKey] {
+			rec.Keys = old.rec.Keys // rotated since: the record's options hold only the first key
+		}
 	}
 	if err := d.st.PutNetwork(rec); err != nil {
 		return fmt.Errorf("saving network %s: %w", netconfig.ShortID(n.ID), err)
@@ -96,6 +165,7 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 	} else {
 		d.networks[n.ID] = d.newNetState(rec)
 	}
+	d.declare(rec)
 	d.log.WithFields(logrus.Fields{"network": n.ID, "vni": n.VNI, "interface": netconfig.DeviceName(n.VNI, n.ID)}).Info("network created")
 	return nil
 }
@@ -133,6 +203,7 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 	d.mu.Lock()
 	delete(d.networks, req.NetworkID)
 	d.mu.Unlock()
+	d.forget(req.NetworkID)
 	d.log.WithField("network", req.NetworkID).Info("network deleted")
 	return nil
 }

@@ -224,3 +224,24 @@ func parseAddr(s string) net.IP {
 	}
 	return nil
 }
+
+// SwarmNodeAddrs returns the addresses of the swarm's nodes (GET /nodes, Status.Addr), which only a
+// manager answers: the nodes that are members now, whether up or down; a node removed from the swarm is
+// not among them.
+func (c *Client) SwarmNodeAddrs() ([]string, error) {
+	var nodes []struct {
+		Status struct {
+			Addr string `json:"Addr"`
+		} `json:"Status"`
+	}
+	if err := c.Get("/nodes", &nodes); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, n := range nodes {
+		if ip := net.ParseIP(n.Status.Addr); ip != nil {
+			out = append(out, ip.String())
+		}
+	}
+	return out, nil
+}

@@ -109,8 +109,14 @@ type Config struct {
 	VTEPCheck bool
 	// OnNetworkKeys is called, before the notice is acknowledged, when a key notice of the network's
 	// authority changed a network's keys (to keep them across restarts).
-	OnNetworkKeys func(network string, keys NetworkKeys)
-	Log           *logrus.Entry
+	OnNetworkKeys func(network string, keys NetworkKeys, notice KeyNotice)
+	// OnKeyRequest is called when member from, at gossip address addr, asks for a network's current
+	// keys (it holds those of epoch): see RequestKeys. OnBehind is called when a record of a network
+	// with a key authority was signed with a key this node does not hold: this node may have missed a
+	// rotation. Both are called from the agent's goroutines and must not block long.
+	OnKeyRequest func(network, from, addr string, epoch uint64)
+	OnBehind     func(network string)
+	Log          *logrus.Entry
 }
 
 // Stats are counters for metrics.
@@ -345,6 +351,9 @@ func (a *Agent) logRefusals() {
 	a.refusalMu.Lock()
 	defer a.refusalMu.Unlock()
 	for _, r := range refs {
+		if r.Reason == refuseUnknownKey && a.cfg.OnBehind != nil {
+			a.cfg.OnBehind(r.Network)
+		}
 		k := r.Owner + "\x00" + r.Network + "\x00" + r.Reason
 		if last, ok := a.refusalLog[k]; ok && now.Sub(last) < refusalLogEvery {
 			continue
@@ -685,6 +694,9 @@ func (d *delegate) NotifyMsg(buf []byte) {
 		return
 	case err == nil && typ == msgAck:
 		a.handleAck(body)
+		return
+	case err == nil && typ == msgKeyRequest:
+		go a.handleKeyRequest(body)
 		return
 	case err == nil && typ != msgDelta:
 		err = fmt.Errorf("unexpected gossip message type %d", typ)

@@ -255,7 +255,7 @@ func (a *Agent) handleRekey(body []byte) {
 			return
 		}
 		if a.cfg.OnNetworkKeys != nil {
-			a.cfg.OnNetworkKeys(n.Network, *nk)
+			a.cfg.OnNetworkKeys(n.Network, *nk, n)
 		}
 		lg.WithFields(logrus.Fields{"primary": n.Primary, "accept": n.Accept}).Info("network keys changed by the authority's notice")
 	}
@@ -388,4 +388,85 @@ func (a *Agent) handleAck(body []byte) {
 			}
 		}
 	}
+}
+
+// wireKeyRequest asks a member for a network's current keys: the sender holds keys of an older epoch (it
+// missed a rotation, or created the network after one). Its tag is under a key the sender holds.
+type wireKeyRequest struct {
+	From    string `json:"from"`
+	Network string `json:"n"`
+	Epoch   uint64 `json:"e"`
+	KeyID   string `json:"k"`
+	Tag     []byte `json:"t"`
+}
+
+func requestTag(key []byte, r wireKeyRequest) []byte {
+	return ackTag(key, wireAck{From: "request\x00" + r.From, Network: r.Network, Epoch: r.Epoch, KeyID: r.KeyID})
+}
+
+// RequestKeys asks the members at the given addresses (the swarm's managers) for network's current keys;
+// a manager that holds them answers with Rekey (Config.OnKeyRequest).
+func (a *Agent) RequestKeys(network string, addrs []string) int {
+	ml := a.ml.Load()
+	if ml == nil || a.closed.Load() {
+		return 0
+	}
+	a.tbl.mu.Lock()
+	kr := a.tbl.keys[network]
+	var req wireKeyRequest
+	if kr != nil && kr.keyed() {
+		req = wireKeyRequest{From: a.cfg.NodeName, Network: network, Epoch: kr.epoch, KeyID: kr.primary}
+		req.Tag = requestTag(kr.keys[kr.primary], req)
+	}
+	a.tbl.mu.Unlock()
+	if req.From == "" {
+		return 0
+	}
+	buf, err := encodeMsg(msgKeyRequest, req)
+	if err != nil {
+		return 0
+	}
+	sent := 0
+	for _, n := range ml.Members() {
+		if n.Name == a.cfg.NodeName || !slices.Contains(addrs, n.Addr.String()) {
+			continue
+		}
+		if err := ml.SendReliable(n, buf); err == nil {
+			sent++
+		}
+	}
+	return sent
+}
+
+// handleKeyRequest checks a key request and hands it to Config.OnKeyRequest with the sender's gossip
+// address.
+func (a *Agent) handleKeyRequest(body []byte) {
+	var r wireKeyRequest
+	if err := decodeJSON(body, &r); err != nil || a.cfg.OnKeyRequest == nil {
+		return
+	}
+	a.tbl.mu.Lock()
+	kr := a.tbl.keys[r.Network]
+	var key []byte
+	ok := false
+	if kr != nil {
+		key, ok = kr.anyKey(r.KeyID)
+	}
+	a.tbl.mu.Unlock()
+	if !ok || !hmac.Equal(r.Tag, requestTag(key, r)) {
+		a.log.WithFields(logrus.Fields{"from": r.From, "network": r.Network}).Debug("dropping key request that does not verify")
+		return
+	}
+	addr := ""
+	if ml := a.ml.Load(); ml != nil {
+		for _, n := range ml.Members() {
+			if n.Name == r.From {
+				addr = n.Addr.String()
+			}
+		}
+	}
+	if addr == "" {
+		return
+	}
+	a.cfg.OnKeyRequest(r.Network, r.From, addr, r.Epoch)
 }

@@ -21,7 +21,7 @@ func TestAgentRekey(t *testing.T) {
 	k1 := bytes.Repeat([]byte{0x11}, KeySize)
 	var saved sync.Map
 	persist := func(c *Config) {
-		c.OnNetworkKeys = func(network string, nk NetworkKeys) { saved.Store(c.NodeName, nk.Epoch) }
+		c.OnNetworkKeys = func(network string, nk NetworkKeys, _ KeyNotice) { saved.Store(c.NodeName, nk.Epoch) }
 	}
 	a := startNode(t, "A", porttest.Free(t), nil, persist)
 	b := startNode(t, "B", porttest.Free(t), nil, persist)

@@ -14,10 +14,11 @@ import (
 const (
 	wireVersion byte = 1
 
-	msgDelta byte = 1 // one owner's changed records (broadcast)
-	msgState byte = 2 // full table (push/pull)
-	msgRekey byte = 3 // a key notice for one member (reliable, direct)
-	msgAck   byte = 4 // a member applied a key notice (reliable, direct)
+	msgDelta      byte = 1 // one owner's changed records (broadcast)
+	msgState      byte = 2 // full table (push/pull)
+	msgRekey      byte = 3 // a key notice for one member (reliable, direct)
+	msgAck        byte = 4 // a member applied a key notice (reliable, direct)
+	msgKeyRequest byte = 5 // a member asks for a network's current keys (reliable, direct)
 
 	metaVersion byte = 1
 	metaLen          = 9 // version byte + big-endian incarnation

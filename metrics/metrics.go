@@ -78,7 +78,17 @@ func (m *Metrics) Attach(c Counts, g GossipStats) {
 				func() float64 { _, s, _ := g.GossipStats(); return float64(s) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "vxsafe", Name: "gossip_messages_received_total", Help: "Gossip messages received."},
 				func() float64 { _, _, r := g.GossipStats(); return float64(r) }))
+		if r, ok := g.(GossipRefusals); ok {
+			m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "vxsafe", Name: "gossip_refused_records_total",
+				Help: "Endpoint records refused: unsigned, signed with a key this node does not hold or forged, replayed, or naming a VTEP that is not the sender's address."},
+				func() float64 { return float64(r.RefusedRecords()) }))
+		}
 	}
+}
+
+// GossipRefusals is what a control plane that checks its records reports.
+type GossipRefusals interface {
+	RefusedRecords() uint64
 }
 
 // Observe records one request.

@@ -7,6 +7,7 @@
 package netconfig
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -27,6 +28,15 @@ const (
 	OptMTU = "com.docker.network.driver.mtu"
 	// OptPort overrides the VXLAN UDP destination port for one network.
 	OptPort = "vxsafe.port"
+	// OptKey is the network's gossip key: 64 hex digits (32 bytes). AllocateNetwork makes one for every
+	// new network; a user may give one, or "auto" to have one made where it would not be (a network
+	// created with a VNI option: see the README).
+	OptKey = "vxsafe.key"
+	// OptKeyAuthority is the public half (64 hex digits, Ed25519) of the key pair whose signed notices
+	// alone change the network's keys; AllocateNetwork makes it with the key.
+	OptKeyAuthority = "vxsafe.key-authority"
+	// KeyAuto asks AllocateNetwork to make the key.
+	KeyAuto = "auto"
 	// GenericKey is the CreateNetwork option under which libnetwork passes
 	// the driver options (netlabel.GenericData). For swarm-scoped networks it
 	// holds what AllocateNetwork returned on the manager.
@@ -79,6 +89,27 @@ type Network struct {
 	MTU     int               // 0 means "derive from underlay"
 	IPv4    []Subnet          // IPv4 pools, in Docker's order
 	Options map[string]string // all options (as strings), echoed
+	// Key and Authority: OptKey and OptKeyAuthority decoded; nil for a network without a key.
+	Key       []byte
+	Authority []byte
+}
+
+// ParseKey decodes the OptKey option (32 bytes in hex).
+func ParseKey(s string) ([]byte, error) {
+	return parseHexOption(OptKey, s, 32)
+}
+
+// ParseKeyAuthority decodes the OptKeyAuthority option (an Ed25519 public key in hex).
+func ParseKeyAuthority(s string) ([]byte, error) {
+	return parseHexOption(OptKeyAuthority, s, 32)
+}
+
+func parseHexOption(name, s string, size int) ([]byte, error) {
+	b, err := hex.DecodeString(strings.TrimSpace(s))
+	if err != nil || len(b) != size {
+		return nil, fmt.Errorf("invalid option %s: want %d hex digits", name, 2*size)
+	}
+	return b, nil
 }
 
 // ShortID is the first 12 characters of a Docker object ID, as docker prints IDs; shorter IDs whole.
@@ -261,7 +292,7 @@ func ParseCreateOptions(netID string, opts map[string]interface{}, ipv4 []*netwo
 	// Report known keys with a non-scalar value instead of silently
 	// treating them as absent.
 	if g, ok := opts[GenericKey].(map[string]interface{}); ok {
-		for _, k := range []string{OptVNIList, OptMTU, OptPort} {
+		for _, k := range []string{OptVNIList, OptMTU, OptPort, OptKey, OptKeyAuthority} {
 			if v, present := g[k]; present {
 				if _, ok := strs[k]; !ok {
 					return Network{}, fmt.Errorf("network %s: invalid option %s: unsupported value type %T", netID, k, v)
@@ -286,6 +317,16 @@ func ParseCreateOptions(netID string, opts map[string]interface{}, ipv4 []*netwo
 	if s, ok := strs[OptPort]; ok {
 		if n.Port, err = ParsePort(s); err != nil {
 			return Network{}, fmt.Errorf("network %s: %w", netID, err)
+		}
+	}
+	if s, ok := strs[OptKey]; ok {
+		if n.Key, err = ParseKey(s); err != nil {
+			return Network{}, fmt.Errorf("network %s: %w (it is set by the manager's AllocateNetwork)", netID, err)
+		}
+		if a, ok := strs[OptKeyAuthority]; ok {
+			if n.Authority, err = ParseKeyAuthority(a); err != nil {
+				return Network{}, fmt.Errorf("network %s: %w (it is set by the manager's AllocateNetwork)", netID, err)
+			}
 		}
 	}
 	for i, d := range ipv4 {

@@ -30,6 +30,8 @@ func main() {
 		}
 	case "doctor":
 		os.Exit(doctor(args, os.Stdout, os.Stderr, os.Stdin))
+	case "rotate-key":
+		os.Exit(rotateKey(args, os.Stdout, os.Stderr))
 	case "version", "--version":
 		fmt.Println("vxsafe", version)
 	case "help", "-h", "--help":
@@ -45,6 +47,7 @@ func usage() {
 	fmt.Fprint(os.Stderr, `usage:
   vxsafe [serve]            run the network plugin (dockerd starts this from the plugin bundle)
   vxsafe doctor [flags]     list the host's VXLAN devices and their verdicts; --fix removes stale ones
+  vxsafe rotate-key NETWORK replace a network's gossip key on every node (on the manager that created it)
   vxsafe version
 `)
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -199,6 +200,15 @@ func serve(ctx context.Context, env func(string) string) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- driver.Serve(l, driver.Handler(d, log, metrics.Observe), dp.SetEnginePID) }()
+	// The operator's socket (vxsafe rotate-key) beside the engine's: its callers are not the engine.
+	admin, err := driver.Listen(adminSocket(s.Socket))
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	amux := http.NewServeMux()
+	amux.Handle(rotatePath, rotateHandler(ctl))
+	go func() { _ = http.Serve(admin, amux) }()
 	log.WithField("socket", s.Socket).Info("vxsafe serving")
 	select {
 	case <-ctx.Done():

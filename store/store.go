@@ -46,6 +46,7 @@ var (
 	bucketEndpoints   = []byte("endpoints")
 	bucketAllocations = []byte("allocations")
 	bucketMeta        = []byte("meta")
+	bucketAuthorities = []byte("key-authorities")
 	keyPeers          = []byte("peers")
 	keySchema         = []byte("schema")
 	schemaVersion     = []byte("1")
@@ -60,6 +61,21 @@ type NetworkRecord struct {
 	IPv4    []netconfig.Subnet
 	Options map[string]string
 	Created time.Time // set by PutNetwork when zero
+	// Keys are the network's gossip keys once they changed from those in Options (a rotation); nil
+	// until then.
+	Keys *NetworkKeys `json:",omitempty"`
+}
+
+// NetworkKeys is a network's gossip keys at an epoch (hex-encoded keys; see gossip.NetworkKeys).
+type NetworkKeys struct {
+	Epoch     uint64
+	Primary   string
+	Accept    []string `json:",omitempty"`
+	History   []string `json:",omitempty"`
+	Authority string
+	// Notice is the authority's signed notice of this epoch (JSON of gossip.KeyNotice), which this node
+	// hands on to members that missed it.
+	Notice json.RawMessage `json:",omitempty"`
 }
 
 // EndpointRecord is an endpoint on this node.
@@ -115,7 +131,7 @@ func OpenWithTimeout(path string, timeout time.Duration) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: chmod: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketNetworks, bucketEndpoints, bucketAllocations, bucketMeta} {
+		for _, b := range [][]byte{bucketNetworks, bucketEndpoints, bucketAllocations, bucketMeta, bucketAuthorities} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("create bucket %s: %w", b, err)
 			}
@@ -528,4 +544,95 @@ func (s *Store) Peers() ([]string, error) {
 		return nil, nil
 	}
 	return out, nil
+}
+
+// PutNetworkKeys replaces the keys of a network record that exists (a network removed meanwhile is left
+// alone).
+func (s *Store) PutNetworkKeys(id string, k NetworkKeys) error {
+	if err := s.injected("PutNetworkKeys"); err != nil {
+		return err
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketNetworks)
+		v := b.Get([]byte(id))
+		if v == nil {
+			return nil
+		}
+		var n NetworkRecord
+		if err := json.Unmarshal(v, &n); err != nil {
+			return err
+		}
+		n.Keys = &k
+		nv, err := json.Marshal(n)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(id), nv)
+	})
+	if err != nil {
+		return fmt.Errorf("put keys of network %s: %w", id, err)
+	}
+	return nil
+}
+
+// AuthorityRecord is what the manager that allocated a network keeps of it: its key authority's private
+// key and the network's keys (the manager may have no container of the network, yet rotates its keys).
+type AuthorityRecord struct {
+	Private []byte
+	Keys    NetworkKeys
+}
+
+// PutAuthority keeps a network's authority record.
+func (s *Store) PutAuthority(netID string, a AuthorityRecord) error {
+	if err := s.injected("PutAuthority"); err != nil {
+		return err
+	}
+	if err := netconfig.ValidateID("network", netID); err != nil {
+		return fmt.Errorf("put key authority: %w", err)
+	}
+	v, err := json.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("put key authority of network %s: encode: %w", netID, err)
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAuthorities).Put([]byte(netID), v)
+	}); err != nil {
+		return fmt.Errorf("put key authority of network %s: %w", netID, err)
+	}
+	return nil
+}
+
+// Authorities returns the authority records this node keeps, by network ID.
+func (s *Store) Authorities() (map[string]AuthorityRecord, error) {
+	if err := s.injected("Authorities"); err != nil {
+		return nil, err
+	}
+	out := map[string]AuthorityRecord{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAuthorities).ForEach(func(k, v []byte) error {
+			var a AuthorityRecord
+			if err := json.Unmarshal(v, &a); err != nil {
+				return fmt.Errorf("key authority of network %s: %w", k, err)
+			}
+			out[string(k)] = a
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list key authorities: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteAuthority forgets a network's key authority (the network was freed).
+func (s *Store) DeleteAuthority(netID string) error {
+	if err := s.injected("DeleteAuthority"); err != nil {
+		return err
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAuthorities).Delete([]byte(netID))
+	}); err != nil {
+		return fmt.Errorf("delete key authority of network %s: %w", netID, err)
+	}
+	return nil
 }
