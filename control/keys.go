@@ -49,6 +49,10 @@ func (c *Plane) Declare(rec store.NetworkRecord) {
 	if a != nil {
 		c.setAgentKeys(a, rec.ID, nk)
 	}
+	if nk.Authority != nil && nk.Epoch == 0 {
+		// Created here after a rotation? A manager that holds newer keys answers; the others stay silent.
+		go c.behind(rec.ID)
+	}
 }
 
 // Forget takes a network that was removed from this node away (the authority keeps declaring it).
@@ -240,6 +244,7 @@ func (c *Plane) serveKeys(netID, from, addr string, epoch uint64) {
 		log.Warn("refusing a key request: the member's address is not a node of this swarm")
 		return
 	}
+	a.SyncWith(from) // its boot key comes with its full state, which may not have arrived since it has the network
 	if err := a.Rekey(from, *nk.notice, keyMap(nk.keys), 10*time.Second); err != nil {
 		log.WithError(err).Warn("handing the network's current keys to a member that lags failed")
 		return
@@ -307,6 +312,7 @@ func (c *Plane) RotateKey(netID string, wait time.Duration) (RotateResult, error
 	var targets []string
 	deadline := time.Now().Add(wait)
 	for {
+		a.SyncAll()
 		targets, res.Skipped, res.Without = nil, nil, nil
 		missing := ""
 		for _, h := range a.Holders(netID) {

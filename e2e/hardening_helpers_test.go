@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -418,6 +419,12 @@ type rogueSpec struct {
 	Key     string // hex; empty: none
 	Network string // when set, publish a record for this network
 	IP, MAC string
+	// VTEP is the published record's VTEP (empty: the rogue's own address); NetKey (hex) signs the
+	// network's records with a key of the rogue's choosing or one it obtained.
+	VTEP   string
+	NetKey string
+	// Extra are more records to publish (IP, MAC pairs).
+	Extra [][2]string
 }
 
 type rogue struct {
@@ -425,7 +432,33 @@ type rogue struct {
 	stdin  io.WriteCloser
 	joined int
 	line   string
+	mu     sync.Mutex
 	out    *strings.Builder
+}
+
+// command sends a line to the rogue agent ("capture ENDPOINT-PREFIX", "replay") and waits for its
+// answer line starting with "ROGUE <word>=".
+func (r *rogue) command(t *testing.T, cmd, word string) string {
+	t.Helper()
+	r.mu.Lock()
+	offset := r.out.Len()
+	r.mu.Unlock()
+	if _, err := io.WriteString(r.stdin, cmd+"\n"); err != nil {
+		t.Fatalf("rogue agent: %v", err)
+	}
+	var line string
+	poll(t, 20*time.Second, "rogue agent answers "+cmd, func() error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, l := range strings.Split(r.out.String()[offset:], "\n") {
+			if strings.HasPrefix(l, "ROGUE "+word+"=") {
+				line = l
+				return nil
+			}
+		}
+		return fmt.Errorf("no answer yet")
+	})
+	return line
 }
 
 // startRogue runs a gossip agent that is not part of the cluster inside node n's network namespace, on
@@ -433,9 +466,15 @@ type rogue struct {
 // It returns once the join attempt is over; stop ends it (leaving the cluster).
 func startRogue(t *testing.T, n *cluster.Node, spec rogueSpec) *rogue {
 	t.Helper()
-	spec.Bind = n.Addr
+	return startRogueIn(t, n.NetnsPath(), n.Addr, spec)
+}
+
+// startRogueIn is startRogue in the network namespace at netnsPath, whose address is addr.
+func startRogueIn(t *testing.T, netnsPath, addr string, spec rogueSpec) *rogue {
+	t.Helper()
+	spec.Bind = addr
 	b, _ := json.Marshal(spec)
-	cmd := exec.Command("nsenter", "--net="+n.NetnsPath(), os.Args[0], "-test.run=^TestRogueGossipAgent$", "-test.v")
+	cmd := exec.Command("nsenter", "--net="+netnsPath, os.Args[0], "-test.run=^TestRogueGossipAgent$", "-test.v")
 	cmd.Env = append(os.Environ(), "VXH_ROGUE="+string(b))
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -467,18 +506,24 @@ func startRogue(t *testing.T, n *cluster.Node, spec rogueSpec) *rogue {
 			if !ok {
 				t.Fatalf("rogue agent exited: %s", r.out)
 			}
+			r.mu.Lock()
 			r.out.WriteString(l + "\n")
+			r.mu.Unlock()
 			if strings.HasPrefix(l, "ROGUE joined=") {
 				r.line = l
 				fmt.Sscanf(l, "ROGUE joined=%d", &r.joined)
 				go func() {
 					for l := range lines {
+						r.mu.Lock()
 						r.out.WriteString(l + "\n")
+						r.mu.Unlock()
 					}
 				}()
 				return r
 			}
 		case <-timeout:
+			r.mu.Lock()
+			defer r.mu.Unlock()
 			t.Fatalf("rogue agent: no join result within 60s: %s", r.out)
 		}
 	}
@@ -533,11 +578,41 @@ func TestRogueGossipAgent(t *testing.T) {
 	if err != nil {
 		msg = strings.Join(strings.Fields(err.Error()), " ")
 	}
-	fmt.Printf("ROGUE joined=%d err=%s\n", n, msg)
-	if n > 0 && s.Network != "" {
-		a.Publish(gossip.Endpoint{Network: s.Network, EndpointID: "r0gue" + strings.Repeat("0", 59), IP: s.IP, MAC: s.MAC})
+	if s.NetKey != "" {
+		k, err := hex.DecodeString(s.NetKey)
+		if err == nil {
+			err = a.SetNetworkKeys(s.Network, gossip.NetworkKeys{Primary: k})
+		}
+		if err != nil {
+			fmt.Printf("ROGUE joined=0 network key: %v\n", err)
+			return
+		}
 	}
-	_, _ = io.Copy(io.Discard, os.Stdin) // until the test is done with it
+	fmt.Printf("ROGUE joined=%d err=%s\n", n, msg)
+	if n > 0 && s.Network != "" && s.IP != "" {
+		for i, r := range append([][2]string{{s.IP, s.MAC}}, s.Extra...) {
+			a.Publish(gossip.Endpoint{Network: s.Network, EndpointID: fmt.Sprintf("r0gue%059d", i), IP: r[0], MAC: r[1], VTEP: s.VTEP})
+		}
+	}
+	// Commands, one per line, until the test closes stdin.
+	var captured []gossip.Captured
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		switch {
+		case len(f) == 2 && f[0] == "capture":
+			captured = nil
+			for _, c := range a.Captured(s.Network) {
+				if strings.HasPrefix(c.Endpoint().EndpointID, f[1]) {
+					captured = append(captured, c)
+				}
+			}
+			fmt.Printf("ROGUE captured=%d\n", len(captured))
+		case len(f) == 1 && f[0] == "replay":
+			a.Replay(captured)
+			fmt.Printf("ROGUE replayed=%d\n", len(captured))
+		}
+	}
 }
 
 // upgradeScript runs scripts/upgrade-plugin (what `make upgrade` runs) against node n with bundle as the

@@ -161,8 +161,8 @@ func TestHardeningRestarts(t *testing.T) {
 		if m, _ := metricValue(fams, "vxsafe_gossip_members", nil); m != 2 {
 			t.Errorf("n1 has %v gossip members after the rogue attempts, want 2", m)
 		}
-		// With the key (a compromised node), a forged record claiming c1's address: n1, where c1 is,
-		// refuses it, and c2 still reaches c1.
+		// With the gossip key but not the network's key, a forged record claiming c1's address: n1, where
+		// c1 is, refuses it (it is not signed with the network's key), and c2 still reaches c1.
 		offset := len(n1.Log())
 		const fakeMAC = "02:42:66:66:66:66"
 		r := startRogue(t, n2, rogueSpec{Target: n1.Addr + ":7947", Key: gossipKey, Network: netID, IP: ip1, MAC: fakeMAC})
@@ -170,12 +170,12 @@ func TestHardeningRestarts(t *testing.T) {
 			t.Fatalf("rogue agent with the key did not join: %s", r.line)
 		}
 		poll(t, 15*time.Second, "n1 refuses the forged record", func() error {
-			if line := logLine(pluginLogSince(n1, offset), "ignoring remote endpoint", ip1, "belongs to an endpoint on this host"); line == "" {
+			if line := logLine(pluginLogSince(n1, offset), "refusing gossip record", "unsigned record for a keyed network", ip1); line == "" {
 				return fmt.Errorf("no refusal logged yet")
 			}
 			return nil
 		})
-		t.Logf("GOSSIP forged record: %s", logLine(pluginLogSince(n1, offset), "ignoring remote endpoint"))
+		t.Logf("GOSSIP forged record: %s", logLine(pluginLogSince(n1, offset), "refusing gossip record", ip1))
 		fdb, err := fdbEntries(n1, dev)
 		if err != nil {
 			t.Fatal(err)

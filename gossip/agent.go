@@ -160,7 +160,7 @@ type Agent struct {
 	sent, received, syncsSent, syncsReceived atomic.Uint64
 
 	refusalMu  sync.Mutex
-	refusalLog map[string]time.Time // owner+network+reason -> last logged
+	refusalLog map[string]refusalWindow // owner+network+reason -> lines logged in the current window
 
 	boot  hpke.PrivateKey // this process's boot key: rotated network keys are sealed to it
 	ackMu sync.Mutex
@@ -185,7 +185,7 @@ func New(cfg Config, onChange func(Event)) (*Agent, error) {
 		cfg:        cfg,
 		log:        lg,
 		tbl:        newTable(cfg.NodeName, inc, cfg.GracePeriod, cfg.HostUpGrace, cfg.TombstoneTTL),
-		refusalLog: map[string]time.Time{},
+		refusalLog: map[string]refusalWindow{},
 		disp:       newDispatcher(onChange),
 		stop:       make(chan struct{}),
 	}
@@ -338,8 +338,17 @@ func (a *Agent) apply(op func() []Event) {
 	}
 }
 
-// refusalLogEvery bounds the refusal log lines: one per owner, network and reason in this interval.
-const refusalLogEvery = time.Minute
+// refusalLogEvery and refusalLogBurst bound the refusal log lines: at most refusalLogBurst per owner,
+// network and reason in each refusalLogEvery.
+const (
+	refusalLogEvery = time.Minute
+	refusalLogBurst = 8
+)
+
+type refusalWindow struct {
+	start time.Time
+	lines int
+}
 
 // logRefusals logs the records the table refused since the last call.
 func (a *Agent) logRefusals() {
@@ -355,16 +364,21 @@ func (a *Agent) logRefusals() {
 			a.cfg.OnBehind(r.Network)
 		}
 		k := r.Owner + "\x00" + r.Network + "\x00" + r.Reason
-		if last, ok := a.refusalLog[k]; ok && now.Sub(last) < refusalLogEvery {
+		w := a.refusalLog[k]
+		if now.Sub(w.start) >= refusalLogEvery {
+			w = refusalWindow{start: now}
+		}
+		if w.lines >= refusalLogBurst {
 			continue
 		}
+		w.lines++
 		if len(a.refusalLog) > 4096 {
 			clear(a.refusalLog)
 		}
-		a.refusalLog[k] = now
+		a.refusalLog[k] = w
 		a.log.WithFields(logrus.Fields{"owner": r.Owner, "network": r.Network, "endpoint": r.Endpoint,
 			"ip": r.IP, "mac": r.MAC, "vtep": r.VTEP, "key": r.KeyID}).
-			Warn("refusing gossip record: " + r.Reason + " (further refusals of this owner and network are counted in vxsafe_gossip_refused_records_total)")
+			Warn("refusing gossip record: " + r.Reason + " (all refusals are counted in vxsafe_gossip_refused_records_total; the log shows 8 a minute per owner, network and reason)")
 	}
 }
 

@@ -260,6 +260,40 @@ func (a *Agent) handleRekey(body []byte) {
 		lg.WithFields(logrus.Fields{"primary": n.Primary, "accept": n.Accept}).Info("network keys changed by the authority's notice")
 	}
 	a.sendAck(m.From, n.Network)
+	if nk != nil {
+		// Records this node refused while it lacked the keys come again with a full state: exchange one
+		// with the sender now rather than at the next push/pull.
+		a.SyncWith(m.From)
+	}
+}
+
+// SyncAll exchanges full states with every live member now (memberlist's push/pull), so that what their
+// manifests say (key epochs, boot keys) is current: a key rotation starts with it.
+func (a *Agent) SyncAll() {
+	ml := a.ml.Load()
+	if ml == nil || a.closed.Load() {
+		return
+	}
+	for _, n := range ml.Members() {
+		if n.Name != a.cfg.NodeName {
+			a.SyncWith(n.Name)
+		}
+	}
+}
+
+// SyncWith exchanges full states with member name (memberlist's push/pull, which Join runs).
+func (a *Agent) SyncWith(name string) {
+	ml := a.ml.Load()
+	if ml == nil || a.closed.Load() {
+		return
+	}
+	for _, n := range ml.Members() {
+		if n.Name == name {
+			if _, err := ml.Join([]string{n.Address()}); err != nil {
+				a.log.WithError(err).WithField("member", name).Debug("full-state exchange after a key change failed")
+			}
+		}
+	}
 }
 
 // openNotice checks a notice against the network's authority and returns the keys it sets, or nil when

@@ -128,6 +128,7 @@ type Cluster struct {
 	began   time.Time
 
 	nodes []*Node
+	hosts []*Host // AddHost's namespaces
 	sw    *nsRef
 
 	imageTar  string
@@ -397,6 +398,9 @@ func (c *Cluster) Close() error {
 	// 3. Namespaces.
 	for _, n := range c.nodes {
 		errs = append(errs, n.closeNamespaces())
+	}
+	for _, h := range c.hosts {
+		errs = append(errs, h.ns.close())
 	}
 	if c.sw != nil {
 		errs = append(errs, c.sw.close())

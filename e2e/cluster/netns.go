@@ -187,25 +187,75 @@ func (c *Cluster) buildUnderlay() error {
 	return nil
 }
 
-func (n *Node) configureUnderlay() error {
-	nh, err := netlink.NewHandleAt(n.ns.h)
+// Host is a namespace on the cluster's underlay that runs no dockerd: a machine that is not part of the
+// swarm (for tests of what such a host can do to the cluster). Close removes it with the cluster.
+type Host struct {
+	Name string
+	Addr string // its underlay address
+	ns   *nsRef
+}
+
+// NetnsPath is the bind-mount path of the host's network namespace, for nsenter --net=PATH.
+func (h *Host) NetnsPath() string { return netnsPath(h.ns.name) }
+
+// AddHost puts a namespace named <cluster>-<name> on the underlay, with address 192.168.<net>.<octet>
+// (octet above the nodes' numbers) and a veth called name on the switch.
+func (c *Cluster) AddHost(name string, octet int) (*Host, error) {
+	if octet <= c.opts.Nodes || octet > 254 {
+		return nil, fmt.Errorf("host %s: address octet %d is a node's or out of range", name, octet)
+	}
+	hostNS := c.name + "-" + name
+	ns, err := newNamedNetns(hostNS)
 	if err != nil {
-		return fmt.Errorf("node %s: netlink handle: %w", n.Name, err)
+		return nil, fmt.Errorf("host %s: %w", name, err)
+	}
+	host := &Host{Name: name, Addr: fmt.Sprintf("192.168.%d.%d", c.subnet3, octet), ns: ns}
+	c.mu.Lock()
+	c.hosts = append(c.hosts, host)
+	c.mu.Unlock()
+	h, err := netlink.NewHandleAt(c.sw.h)
+	if err != nil {
+		return nil, fmt.Errorf("host %s: netlink handle in %s: %w", name, c.sw.name, err)
+	}
+	defer h.Close()
+	br, err := h.LinkByName(c.opts.Prefix + "br")
+	if err != nil {
+		return nil, fmt.Errorf("host %s: bridge: %w", name, err)
+	}
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, MasterIndex: br.Attrs().Index}, PeerName: "eth0", PeerNamespace: netlink.NsFd(ns.h)}
+	if err := h.LinkAdd(veth); err != nil {
+		return nil, fmt.Errorf("host %s: add veth %s/eth0: %w", name, name, err)
+	}
+	if err := linkUp(h, name); err != nil {
+		return nil, fmt.Errorf("host %s: %w", name, err)
+	}
+	return host, configureAddr(ns.h, name, host.Addr)
+}
+
+func (n *Node) configureUnderlay() error {
+	return configureAddr(n.ns.h, n.Name, n.Addr)
+}
+
+// configureAddr brings lo and eth0 up in namespace ns and gives eth0 addr/24.
+func configureAddr(ns netns.NsHandle, name, ip string) error {
+	nh, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("%s: netlink handle: %w", name, err)
 	}
 	defer nh.Close()
 	if err := linkUp(nh, "lo"); err != nil {
-		return fmt.Errorf("node %s: %w", n.Name, err)
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	eth, err := nh.LinkByName("eth0")
 	if err != nil {
-		return fmt.Errorf("node %s: eth0: %w", n.Name, err)
+		return fmt.Errorf("%s: eth0: %w", name, err)
 	}
-	addr := &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP(n.Addr).To4(), Mask: net.CIDRMask(24, 32)}}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP(ip).To4(), Mask: net.CIDRMask(24, 32)}}
 	if err := nh.AddrAdd(eth, addr); err != nil {
-		return fmt.Errorf("node %s: add %s to eth0: %w", n.Name, addr, err)
+		return fmt.Errorf("%s: add %s to eth0: %w", name, addr, err)
 	}
 	if err := nh.LinkSetUp(eth); err != nil {
-		return fmt.Errorf("node %s: set eth0 up: %w", n.Name, err)
+		return fmt.Errorf("%s: set eth0 up: %w", name, err)
 	}
 	return nil
 }
