@@ -54,22 +54,28 @@
 //
 // # Trust model
 //
-// With Config.Key set, every memberlist packet and stream is encrypted and
-// authenticated with that key (AES-GCM keyring, GossipVerifyIncoming and
-// GossipVerifyOutgoing), and Config.Label (default "vxsafe") is bound into the
-// packets so that a memberlist cluster with another purpose never merges with
-// this one. Every key holder is trusted to speak for the nodes it claims to
-// speak for: memberlist does not reliably tell the receiver who originated a
-// broadcast, so the package cannot prove that a record claiming owner X was
-// created by X. What it does enforce against accidents and stale peers:
+// Records are signed per network (auth.go). A network declared with SetNetworkKeys and a key has its
+// records signed by their owner with HMAC-SHA256 over owner, network, endpoint, addresses, incarnation,
+// version and removal flag; a receiver refuses, before anything is shown, a record of such a network that
+// is unsigned, signed with a key it does not hold, or does not verify, and one older than a removal it
+// has forgotten (a replay). The owner's claim in a full state that its records are complete (what the
+// receiver lacks is removed) is signed per network too (a manifest), and carries the owner's key epoch and
+// boot key. With Config.VTEPCheck a record is shown only when its VTEP is the gossip address of the member
+// that owns it. Records of networks a node has not declared are held unchecked and checked when the
+// network is declared; a network declared without a key (created before keys) takes unsigned records.
 //
-//   - a node never accepts records claiming to be owned by itself (its own
-//     records change only through Publish/Withdraw);
-//   - records of owners that are not live members are kept pending, never
-//     shown;
+// Keys change only by notices that the network's key authority signs (rekey.go); the new keys are sealed
+// with HPKE to each member's boot key.
+//
+// With Config.Key set, every memberlist packet and stream is also encrypted and authenticated with that
+// key (AES-GCM keyring, GossipVerifyIncoming and GossipVerifyOutgoing), and Config.Label (default
+// "vxsafe") is bound into the packets so that a memberlist cluster with another purpose never merges with
+// this one. Without it anybody who can reach the gossip port can join (New logs a warning), but not speak
+// for a keyed network. What the package enforces besides:
+//
+//   - a node never accepts records claiming to be owned by itself (its own records change only through
+//     Publish/Withdraw);
+//   - records of owners that are not live members are kept pending, never shown;
 //   - records of a superseded incarnation of an owner are ignored;
 //   - malformed records (bad IPv4, MAC or VTEP) are rejected.
-//
-// Without a key anybody who can reach the gossip port can inject endpoints, and
-// New logs a warning.
 package gossip
