@@ -226,7 +226,8 @@ func New(cfg Config, onChange func(Event)) (*Agent, error) {
 		mc.GossipVerifyIncoming = true
 		mc.GossipVerifyOutgoing = true
 	} else {
-		lg.Warn("gossip runs without a key: anyone who reaches the gossip port can inject or remove endpoints; set a key")
+		lg.Warn("gossip runs without a gossip key: any host that reaches the gossip port can join the gossip cluster " +
+			"(records of keyed networks are still signed and checked; set GOSSIP_KEY to keep such hosts out)")
 	}
 
 	a.ownAddrs = map[string]bool{}
