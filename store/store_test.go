@@ -560,3 +560,37 @@ func TestConcurrentWrites(t *testing.T) {
 		t.Fatalf("after concurrent writes: %d, %v", len(l), err)
 	}
 }
+
+func TestNetworkKeysAndAuthorities(t *testing.T) {
+	s := openTemp(t)
+	if err := s.PutNetworkKeys("missing", NetworkKeys{Epoch: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.GetNetwork("missing"); ok {
+		t.Fatal("PutNetworkKeys created a network")
+	}
+	if err := s.PutNetwork(netRec("net1", 4100)); err != nil {
+		t.Fatal(err)
+	}
+	k := NetworkKeys{Epoch: 3, Primary: "aa", History: []string{"bb"}, Authority: "cc", Notice: []byte(`{"e":3}`)}
+	if err := s.PutNetworkKeys("net1", k); err != nil {
+		t.Fatal(err)
+	}
+	n, _, err := s.GetNetwork("net1")
+	if err != nil || n.Keys == nil || n.Keys.Epoch != 3 || string(n.Keys.Notice) != `{"e":3}` || n.VNI != 4100 {
+		t.Fatalf("network after PutNetworkKeys: %+v, %v", n, err)
+	}
+	if err := s.PutAuthority("net1", AuthorityRecord{Private: []byte{1, 2}, Keys: k}); err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.Authorities()
+	if err != nil || len(all) != 1 || all["net1"].Keys.Primary != "aa" || len(all["net1"].Private) != 2 {
+		t.Fatalf("Authorities = %+v, %v", all, err)
+	}
+	if err := s.DeleteAuthority("net1"); err != nil {
+		t.Fatal(err)
+	}
+	if all, _ := s.Authorities(); len(all) != 0 {
+		t.Fatalf("after DeleteAuthority: %+v", all)
+	}
+}
