@@ -213,26 +213,9 @@ func TestGossipAuth(t *testing.T) {
 
 // neighbours lists the permanent IPv4 neighbour entries (IP -> MAC) on the link called dev of node n.
 func neighbours(n *cluster.Node, dev string) (map[string]string, error) {
-	h, err := n.Handle()
-	if err != nil {
-		return nil, err
-	}
-	defer h.Close()
-	l, err := h.LinkByName(dev)
-	if err != nil {
-		return nil, err
-	}
-	nbs, err := h.NeighList(l.Attrs().Index, unix.AF_INET)
-	if err != nil {
-		return nil, err
-	}
 	out := map[string]string{}
-	for _, nb := range nbs {
-		if nb.State&netlink.NUD_PERMANENT != 0 {
-			out[nb.IP.String()] = nb.HardwareAddr.String()
-		}
-	}
-	return out, nil
+	err := permanentNeighbours(n, dev, unix.AF_INET, func(nb netlink.Neigh) { out[nb.IP.String()] = nb.HardwareAddr.String() })
+	return out, err
 }
 
 // rotateKey runs `vxsafe rotate-key` (the bundle's binary) against manager m's plugin and returns its

@@ -257,26 +257,37 @@ func pingOnce(n *cluster.Node, container, target string) error {
 
 // fdbEntries lists the permanent FDB entries (MAC -> destination) of the link called dev on node n.
 func fdbEntries(n *cluster.Node, dev string) (map[string]string, error) {
+	out := map[string]string{}
+	err := permanentNeighbours(n, dev, unix.AF_BRIDGE, func(f netlink.Neigh) {
+		if f.IP != nil {
+			out[f.HardwareAddr.String()] = f.IP.String()
+		}
+	})
+	return out, err
+}
+
+// permanentNeighbours calls f with each permanent entry of family (unix.AF_BRIDGE: FDB; unix.AF_INET:
+// neighbours) on the link called dev of node n.
+func permanentNeighbours(n *cluster.Node, dev string, family int, f func(netlink.Neigh)) error {
 	h, err := n.Handle()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer h.Close()
 	l, err := h.LinkByName(dev)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	fdb, err := h.NeighList(l.Attrs().Index, unix.AF_BRIDGE)
+	entries, err := h.NeighList(l.Attrs().Index, family)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	out := map[string]string{}
-	for _, f := range fdb {
-		if f.State&netlink.NUD_PERMANENT != 0 && f.IP != nil {
-			out[f.HardwareAddr.String()] = f.IP.String()
+	for _, e := range entries {
+		if e.State&netlink.NUD_PERMANENT != 0 {
+			f(e)
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // vxsafeNeighbours counts, on node n, the FDB entries with a remote destination on any VXLAN device and

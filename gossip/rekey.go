@@ -154,12 +154,7 @@ func (a *Agent) Rekey(to string, notice KeyNotice, keys map[string][]byte, timeo
 	if ml == nil || a.closed.Load() {
 		return errors.New("gossip agent is closed")
 	}
-	var node *memberlist.Node
-	for _, n := range ml.Members() {
-		if n.Name == to {
-			node = n
-		}
-	}
+	node := a.member(to)
 	if node == nil {
 		return fmt.Errorf("member %s is not in the gossip", to)
 	}
@@ -287,11 +282,9 @@ func (a *Agent) SyncWith(name string) {
 	if ml == nil || a.closed.Load() {
 		return
 	}
-	for _, n := range ml.Members() {
-		if n.Name == name {
-			if _, err := ml.Join([]string{n.Address()}); err != nil {
-				a.log.WithError(err).WithField("member", name).Debug("full-state exchange after a key change failed")
-			}
+	if n := a.member(name); n != nil {
+		if _, err := ml.Join([]string{n.Address()}); err != nil {
+			a.log.WithError(err).WithField("member", name).Debug("full-state exchange failed")
 		}
 	}
 }
@@ -384,11 +377,9 @@ func (a *Agent) sendAck(to, network string) {
 	if err != nil {
 		return
 	}
-	for _, n := range ml.Members() {
-		if n.Name == to {
-			if err := ml.SendReliable(n, buf); err != nil {
-				a.log.WithError(err).WithField("to", to).Debug("key acknowledgement not sent")
-			}
+	if n := a.member(to); n != nil {
+		if err := ml.SendReliable(n, buf); err != nil {
+			a.log.WithError(err).WithField("to", to).Debug("key acknowledgement not sent")
 		}
 	}
 }
@@ -399,15 +390,7 @@ func (a *Agent) handleAck(body []byte) {
 	if err := decodeJSON(body, &m); err != nil {
 		return
 	}
-	a.tbl.mu.Lock()
-	kr := a.tbl.keys[m.Network]
-	var key []byte
-	ok := false
-	if kr != nil {
-		key, ok = kr.anyKey(m.KeyID)
-	}
-	a.tbl.mu.Unlock()
-	if !ok || !hmac.Equal(m.Tag, ackTag(key, m)) {
+	if key, ok := a.heldKey(m.Network, m.KeyID); !ok || !hmac.Equal(m.Tag, ackTag(key, m)) {
 		a.log.WithFields(logrus.Fields{"from": m.From, "network": m.Network}).Debug("dropping key acknowledgement that does not verify")
 		return
 	}
@@ -479,28 +462,35 @@ func (a *Agent) handleKeyRequest(body []byte) {
 	if err := decodeJSON(body, &r); err != nil || a.cfg.OnKeyRequest == nil {
 		return
 	}
-	a.tbl.mu.Lock()
-	kr := a.tbl.keys[r.Network]
-	var key []byte
-	ok := false
-	if kr != nil {
-		key, ok = kr.anyKey(r.KeyID)
-	}
-	a.tbl.mu.Unlock()
-	if !ok || !hmac.Equal(r.Tag, requestTag(key, r)) {
+	if key, ok := a.heldKey(r.Network, r.KeyID); !ok || !hmac.Equal(r.Tag, requestTag(key, r)) {
 		a.log.WithFields(logrus.Fields{"from": r.From, "network": r.Network}).Debug("dropping key request that does not verify")
 		return
 	}
-	addr := ""
-	if ml := a.ml.Load(); ml != nil {
-		for _, n := range ml.Members() {
-			if n.Name == r.From {
-				addr = n.Addr.String()
-			}
+	if n := a.member(r.From); n != nil {
+		a.cfg.OnKeyRequest(r.Network, r.From, n.Addr.String(), r.Epoch)
+	}
+}
+
+// heldKey returns a key of network that this node holds or held, by ID.
+func (a *Agent) heldKey(network, id string) ([]byte, bool) {
+	a.tbl.mu.Lock()
+	defer a.tbl.mu.Unlock()
+	if kr := a.tbl.keys[network]; kr != nil {
+		return kr.anyKey(id)
+	}
+	return nil, false
+}
+
+// member returns the live member called name, or nil.
+func (a *Agent) member(name string) *memberlist.Node {
+	ml := a.ml.Load()
+	if ml == nil {
+		return nil
+	}
+	for _, n := range ml.Members() {
+		if n.Name == name {
+			return n
 		}
 	}
-	if addr == "" {
-		return
-	}
-	a.cfg.OnKeyRequest(r.Network, r.From, addr, r.Epoch)
+	return nil
 }
