@@ -15,6 +15,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vxsafe/overlay/e2e/cluster"
+	"github.com/vxsafe/overlay/store"
 	"golang.org/x/sys/unix"
 )
 
@@ -200,15 +201,63 @@ func TestGossipAuth(t *testing.T) {
 		}
 	})
 
+	t.Run("node removed from the swarm, then rotation", func(t *testing.T) {
+		// What n3 holds: the keys of its state (a copy of the file; the plugin keeps it open).
+		held := heldKeys(t, n3, id)
+		docker(t, n3, "rm", "-f", "c3")
+		docker(t, n3, "swarm", "leave", "--force")
+		docker(t, m, "node", "rm", "--force", n3.Hostname)
+		out := rotateKey(t, m, id)
+		t.Logf("ROTATE after docker node rm %s:\n    %s", n3.Hostname, strings.ReplaceAll(out, "\n", "\n    "))
+		if !strings.Contains(out, "(epoch 6)") {
+			t.Fatalf("rotation output: %s", out)
+		}
+		// The removed machine still runs its plugin and holds the key it had: records signed with it are
+		// refused, and it was sent nothing.
+		offset := len(n1.Log())
+		r := startRogueIn(t, outsider.NetnsPath(), outsider.Addr, rogueSpec{Target: n2.Addr + ":7947", Network: id,
+			IP: ip2, MAC: fakeMAC, NetKey: held})
+		defer r.stop(t)
+		refused(t, offset, ip2, "signed with a key this node does not hold")
+		checkN1(t, "record signed with the removed node's key")
+	})
+
 	gap, rx, tx := ping.stop(t)
 	t.Logf("GOSSIP ping c1 (n1) -> c2 (n2) every 200 ms through every step: %d of %d replies, largest gap %s", rx, tx, gap)
 	if gap > 2*pingInterval {
 		t.Errorf("replies lost: largest gap %s", gap)
 	}
-	for _, n := range nodes {
-		docker(t, n, "rm", "-f", "c1", "c2", "c3")
+	for _, n := range nodes[:2] {
+		docker(t, n, "rm", "-f", "c1", "c2")
 	}
 	removeSwarmNetwork(t, m, "ga")
+}
+
+// heldKeys returns the primary key (hex) that node n's plugin keeps for network id, read from a copy of
+// its state file.
+func heldKeys(t *testing.T, n *cluster.Node, id string) string {
+	t.Helper()
+	b, err := os.ReadFile(stateDB(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := filepath.Join(t.TempDir(), "state", "vxsafe.db")
+	if err := os.MkdirAll(filepath.Dir(cp), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cp, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rec, ok, err := st.GetNetwork(id)
+	if err != nil || !ok || rec.Keys == nil {
+		t.Fatalf("node %s's state has no rotated keys of network %s: %+v %v", n.Name, id[:12], rec, err)
+	}
+	return rec.Keys.Primary
 }
 
 // neighbours lists the permanent IPv4 neighbour entries (IP -> MAC) on the link called dev of node n.
