@@ -214,8 +214,10 @@ func (c *Plane) SetVTEP(addr string) {
 		VTEPCheck:     true,
 		OnNetworkKeys: c.keysChanged,
 		OnKeyRequest:  c.serveKeys,
-		OnBehind:      func(netID string) { go c.behind(netID) },
-		Log:           c.log,
+		OnBehind: func(netID string) {
+			go c.behind(netID, "a record was signed with a key this node does not hold")
+		},
+		Log: c.log,
 	}, func(ev gossip.Event) {
 		select {
 		case c.events <- ev:

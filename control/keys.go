@@ -51,7 +51,7 @@ func (c *Plane) Declare(rec store.NetworkRecord) {
 	}
 	if nk.Authority != nil && nk.Epoch == 0 {
 		// Created here after a rotation? A manager that holds newer keys answers; the others stay silent.
-		go c.behind(rec.ID)
+		go c.behind(rec.ID, "the network was created on this node (after a key rotation?)")
 	}
 }
 
@@ -201,9 +201,10 @@ func (c *Plane) keysChanged(netID string, nk gossip.NetworkKeys, notice gossip.K
 	}
 }
 
-// behind asks the swarm's managers for a network's current keys: a record signed with a key this node
-// does not hold arrived (at most once per network every keyRequestEvery).
-func (c *Plane) behind(netID string) {
+// behind asks the swarm's managers for a network's current keys, because why (a record signed with a key
+// this node does not hold arrived, or the network was just created here): at most once per network every
+// keyRequestEvery.
+func (c *Plane) behind(netID, why string) {
 	c.mu.Lock()
 	last := c.asked[netID]
 	nk := c.nets[netID]
@@ -218,7 +219,7 @@ func (c *Plane) behind(netID string) {
 		managers := c.swarmManagers()
 		n := a.RequestKeys(netID, managers)
 		c.log.WithFields(logrus.Fields{"network": netID, "epoch": nk.keys.Epoch, "managers": managers, "asked": n}).
-			Info("a record was signed with a key this node does not hold: asking the swarm managers for the network's current keys")
+			Info(why + ": asking the swarm managers for the network's newer keys, if any")
 	}()
 }
 

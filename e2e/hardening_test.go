@@ -311,6 +311,7 @@ func TestHardeningRestarts(t *testing.T) {
 		// containers, "always" containers of attachable networks stay stopped (moby/moby#32607; the same
 		// with Docker's overlay). Give it 20 s, then start c2 as an operator would.
 		ready := time.Now()
+		byHand := false
 		for {
 			out, _ := n2.Docker(context.Background(), "inspect", "-f", "{{.State.Running}}", "c2")
 			if out == "true" {
@@ -319,6 +320,7 @@ func TestHardeningRestarts(t *testing.T) {
 			if time.Since(ready) > 20*time.Second {
 				t.Logf("RESTART %s: dockerd did not restart c2 within 20 s of the node being ready (moby/moby#32607); docker start c2", kind)
 				docker(t, n2, "start", "c2")
+				byHand = true
 				break
 			}
 			time.Sleep(200 * time.Millisecond)
@@ -346,7 +348,12 @@ func TestHardeningRestarts(t *testing.T) {
 		} else {
 			t.Logf("%s: %s", kind, line)
 		}
-		if kind == "dockerd crash" {
+		switch {
+		case kind == "dockerd crash" && byHand:
+			// docker start cleans the old sandbox up first, with a Leave: nothing is left to reap (the
+			// endpoint count was checked above).
+			t.Logf("%s: c2 started by hand, so the engine left the old endpoint itself", kind)
+		case kind == "dockerd crash":
 			// The old c2's endpoint: dockerd removed its stale sandbox without a Leave.
 			if line := logLine(log, "marked left and withdrawn"); line == "" {
 				t.Errorf("%s: the dead endpoint of the old c2 was not reaped (or not logged)", kind)
