@@ -606,6 +606,7 @@ func (t *table) tick(now time.Time) []Event {
 		evs = append(evs, t.sync(o, now)...)
 		if forget && len(o.shown) == 0 {
 			delete(t.owners, name)
+			delete(t.peers, name)
 		}
 	}
 	return evs
