@@ -159,8 +159,9 @@ type Agent struct {
 
 	sent, received, syncsSent, syncsReceived atomic.Uint64
 
-	refusalMu  sync.Mutex
-	refusalLog map[string]refusalWindow // owner+network+reason -> lines logged in the current window
+	refusalMu   sync.Mutex
+	refusalLog  map[string]refusalWindow // owner+network+reason -> lines logged in the current window
+	refusalSeen map[string]bool          // records whose refusal was logged
 
 	boot  hpke.PrivateKey // this process's boot key: rotated network keys are sealed to it
 	ackMu sync.Mutex
@@ -185,9 +186,9 @@ func New(cfg Config, onChange func(Event)) (*Agent, error) {
 		cfg:        cfg,
 		log:        lg,
 		tbl:        newTable(cfg.NodeName, inc, cfg.GracePeriod, cfg.HostUpGrace, cfg.TombstoneTTL),
-		refusalLog: map[string]refusalWindow{},
-		disp:       newDispatcher(onChange),
-		stop:       make(chan struct{}),
+		refusalLog: map[string]refusalWindow{}, refusalSeen: map[string]bool{},
+		disp: newDispatcher(onChange),
+		stop: make(chan struct{}),
 	}
 	a.tbl.vtepCheck = cfg.VTEPCheck
 	boot, err := bootKEM.GenerateKey()
@@ -339,8 +340,9 @@ func (a *Agent) apply(op func() []Event) {
 	}
 }
 
-// refusalLogEvery and refusalLogBurst bound the refusal log lines: at most refusalLogBurst per owner,
-// network and reason in each refusalLogEvery.
+// refusalLogEvery and refusalLogBurst bound the refusal log lines: a record that arrives again (relays,
+// retransmissions, full states) is logged once, and at most refusalLogBurst records per owner, network
+// and reason in each refusalLogEvery.
 const (
 	refusalLogEvery = time.Minute
 	refusalLogBurst = 8
@@ -365,6 +367,14 @@ func (a *Agent) logRefusals() {
 			a.cfg.OnBehind(r.Network)
 		}
 		k := r.Owner + "\x00" + r.Network + "\x00" + r.Reason
+		rec := fmt.Sprintf("%s\x00%s\x00%s\x00%d\x00%d", k, r.Endpoint, r.KeyID, r.Inc, r.Seq)
+		if a.refusalSeen[rec] {
+			continue
+		}
+		if len(a.refusalSeen) > 4096 {
+			clear(a.refusalSeen)
+		}
+		a.refusalSeen[rec] = true
 		w := a.refusalLog[k]
 		if now.Sub(w.start) >= refusalLogEvery {
 			w = refusalWindow{start: now}
@@ -379,7 +389,7 @@ func (a *Agent) logRefusals() {
 		a.refusalLog[k] = w
 		a.log.WithFields(logrus.Fields{"owner": r.Owner, "network": r.Network, "endpoint": r.Endpoint,
 			"ip": r.IP, "mac": r.MAC, "vtep": r.VTEP, "key": r.KeyID}).
-			Warn("refusing gossip record: " + r.Reason + " (all refusals are counted in vxsafe_gossip_refused_records_total; the log shows 8 a minute per owner, network and reason)")
+			Warn("refusing gossip record: " + r.Reason + " (all are counted in vxsafe_gossip_refused_records_total; the log shows each record once, and at most 8 a minute per owner, network and reason)")
 	}
 }
 

@@ -53,6 +53,7 @@ type Refusal struct {
 	IP, MAC  string
 	VTEP     string
 	KeyID    string
+	Inc, Seq uint64
 	Reason   string
 }
 
@@ -276,7 +277,7 @@ func (t *table) refuseLocked(owner string, r wireRecord, reason string) {
 	t.refused++
 	if len(t.refusals) < maxRefusals {
 		t.refusals = append(t.refusals, Refusal{Owner: owner, Network: r.Network, Endpoint: r.Endpoint,
-			IP: r.IP, MAC: r.MAC, VTEP: r.VTEP, KeyID: r.KeyID, Reason: reason})
+			IP: r.IP, MAC: r.MAC, VTEP: r.VTEP, KeyID: r.KeyID, Inc: r.Inc, Seq: r.Seq, Reason: reason})
 	}
 }
 
