@@ -253,6 +253,32 @@ func (c *Plane) serveKeys(netID, from, addr string, epoch uint64) {
 	log.WithField("epoch", nk.keys.Epoch).Info("handed the network's current keys to a member that lagged")
 }
 
+// rekeyMember hands notice n to member to and waits for its acknowledgement, retrying until wait is
+// over. It reports false when the member no longer has the network (its engine removed the network with
+// its last container, between the rotation's first look and the notice) or left the gossip.
+func rekeyMember(a *gossip.Agent, netID, to string, n gossip.KeyNotice, keys map[string][]byte, wait time.Duration) (bool, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		err := a.Rekey(to, n, keys, min(5*time.Second, max(time.Until(deadline), time.Second)))
+		if err == nil {
+			return true, nil
+		}
+		a.SyncWith(to)
+		still := false
+		for _, h := range a.Holders(netID) {
+			if h.Name == to && h.Epoch >= 0 {
+				still = true
+			}
+		}
+		if !still {
+			return false, nil
+		}
+		if time.Now().After(deadline) {
+			return true, err
+		}
+	}
+}
+
 func keyMap(nk gossip.NetworkKeys) map[string][]byte {
 	m := map[string][]byte{gossip.KeyID(nk.Primary): nk.Primary}
 	for _, k := range nk.Accept {
@@ -366,11 +392,19 @@ func (c *Plane) RotateKey(netID string, wait time.Duration) (RotateResult, error
 			n.Accept = append(n.Accept, gossip.KeyID(k))
 		}
 		n = gossip.SignNotice(priv, n)
+		var kept []string
 		for _, to := range targets {
-			if err := a.Rekey(to, n, keys, wait); err != nil {
+			has, err := rekeyMember(a, netID, to, n, keys, wait)
+			if err != nil {
 				return res, fmt.Errorf("network %s, key epoch %d (step %d of 3): %w; the nodes that applied it keep working; run the rotation again", short, epoch, i+1, err)
 			}
+			if has {
+				kept = append(kept, to)
+			} else {
+				res.Without = append(res.Without, to) // removed the network meanwhile: it asks when it creates it again
+			}
 		}
+		targets = kept
 		here := gossip.NetworkKeys{Primary: st.primary, Accept: st.accept, Epoch: epoch, Authority: old.Authority, History: st.history}
 		c.setAgentKeys(a, netID, here)
 		c.keysChanged(netID, here, n)

@@ -421,6 +421,10 @@ func (t *table) manifestsLocked(s wireState) map[string]bool {
 	if s.From == "" || s.From == t.self {
 		return out
 	}
+	// A full state lists every keyed network of its sender: one it no longer lists, it no longer has.
+	if p := t.peers[s.From]; p != nil && p.inc == s.Inc {
+		clear(p.epochs)
+	}
 	for _, m := range s.Manifests {
 		kr := t.keys[m.Network]
 		if kr == nil || !kr.keyed() {
