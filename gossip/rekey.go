@@ -362,17 +362,11 @@ func (a *Agent) sendAck(to, network string) {
 	if ml == nil {
 		return
 	}
-	a.tbl.mu.Lock()
-	kr := a.tbl.keys[network]
-	var ack wireAck
-	if kr != nil && kr.keyed() {
-		ack = wireAck{From: a.cfg.NodeName, Network: network, Epoch: kr.epoch, KeyID: kr.primary}
-		ack.Tag = ackTag(kr.keys[kr.primary], ack)
-	}
-	a.tbl.mu.Unlock()
-	if ack.From == "" {
+	ack, key, ok := a.ownKeys(network)
+	if !ok {
 		return
 	}
+	ack.Tag = ackTag(key, ack)
 	buf, err := encodeMsg(msgAck, ack)
 	if err != nil {
 		return
@@ -408,13 +402,20 @@ func (a *Agent) handleAck(body []byte) {
 }
 
 // wireKeyRequest asks a member for a network's current keys: the sender holds keys of an older epoch (it
-// missed a rotation, or created the network after one). Its tag is under a key the sender holds.
-type wireKeyRequest struct {
-	From    string `json:"from"`
-	Network string `json:"n"`
-	Epoch   uint64 `json:"e"`
-	KeyID   string `json:"k"`
-	Tag     []byte `json:"t"`
+// missed a rotation, or created the network after one). It says what an ack says; its tag is under a
+// key the sender holds.
+type wireKeyRequest wireAck
+
+// ownKeys returns, for a keyed network of this node, what an ack or a key request says of this node's
+// keys (without its tag), and the primary key to sign it with.
+func (a *Agent) ownKeys(network string) (wireAck, []byte, bool) {
+	a.tbl.mu.Lock()
+	defer a.tbl.mu.Unlock()
+	kr := a.tbl.keys[network]
+	if kr == nil || !kr.keyed() {
+		return wireAck{}, nil, false
+	}
+	return wireAck{From: a.cfg.NodeName, Network: network, Epoch: kr.epoch, KeyID: kr.primary}, kr.keys[kr.primary], true
 }
 
 func requestTag(key []byte, r wireKeyRequest) []byte {
@@ -428,17 +429,12 @@ func (a *Agent) RequestKeys(network string, addrs []string) int {
 	if ml == nil || a.closed.Load() {
 		return 0
 	}
-	a.tbl.mu.Lock()
-	kr := a.tbl.keys[network]
-	var req wireKeyRequest
-	if kr != nil && kr.keyed() {
-		req = wireKeyRequest{From: a.cfg.NodeName, Network: network, Epoch: kr.epoch, KeyID: kr.primary}
-		req.Tag = requestTag(kr.keys[kr.primary], req)
-	}
-	a.tbl.mu.Unlock()
-	if req.From == "" {
+	own, key, ok := a.ownKeys(network)
+	if !ok {
 		return 0
 	}
+	req := wireKeyRequest(own)
+	req.Tag = requestTag(key, req)
 	buf, err := encodeMsg(msgKeyRequest, req)
 	if err != nil {
 		return 0

@@ -106,3 +106,55 @@ func TestAgentRekey(t *testing.T) {
 		t.Fatalf("A's endpoints after X published with the old key: %+v", got)
 	}
 }
+
+// TestAgentRequestKeys: a member that lags asks the members at the given addresses; the one asked hears
+// who asked, from which address and at which epoch; a request under a key it never held is dropped.
+func TestAgentRequestKeys(t *testing.T) {
+	apub, _, _ := ed25519.GenerateKey(rand.Reader)
+	k0 := bytes.Repeat([]byte{0x20}, KeySize)
+	type req struct {
+		from, addr string
+		epoch      uint64
+	}
+	got := make(chan req, 4)
+	a := startNode(t, "A", porttest.Free(t), nil, func(c *Config) {
+		c.OnKeyRequest = func(network, from, addr string, epoch uint64) { got <- req{from, addr, epoch} }
+	})
+	b := startNode(t, "B", porttest.Free(t), nil, nil)
+	x := startNode(t, "X", porttest.Free(t), nil, nil)
+	for _, n := range []*node{a, b} {
+		if err := n.SetNetworkKeys("netX", NetworkKeys{Primary: k0, Authority: apub}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := x.SetNetworkKeys("netX", NetworkKeys{Primary: bytes.Repeat([]byte{0x21}, KeySize)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*node{b, x} {
+		if _, err := n.Join([]string{a.addr}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := x.RequestKeys("netX", []string{"127.0.0.1"}); n == 0 {
+		t.Fatal("X sent no request")
+	}
+	if n := b.RequestKeys("netX", []string{"127.0.0.1"}); n == 0 {
+		t.Fatal("B sent no request")
+	}
+	select {
+	case r := <-got:
+		if r.from != "B" || r.addr != "127.0.0.1" || r.epoch != 0 {
+			t.Fatalf("request %+v", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("A heard no request from B")
+	}
+	select {
+	case r := <-got:
+		t.Fatalf("a request under a key A never held was heard: %+v", r)
+	case <-time.After(500 * time.Millisecond):
+	}
+	if n := b.RequestKeys("other", []string{"127.0.0.1"}); n != 0 {
+		t.Fatalf("a request for a network B has no key of was sent to %d members", n)
+	}
+}
