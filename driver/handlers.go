@@ -153,9 +153,11 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 	rec := store.NetworkRecord{ID: n.ID, VNI: n.VNI, Port: n.Port, MTU: n.MTU, IPv4: n.IPv4, Options: n.Options, Created: time.Now()}
 	if old, ok := d.networks[n.ID]; ok {
 		rec.Created = old.rec.Created
-		if old.rec.Options[netconfig.OptKey] == rec.Options[netconfig.OptKey] {
-			rec.Keys = old.rec.Keys // rotated since: the record's options hold only the first key
-		}
+	}
+	// Keys rotated since are in the stored record (the control plane writes them there); the options
+	// hold only the first key.
+	if stored, ok, err := d.st.GetNetwork(n.ID); err == nil && ok && stored.Options[netconfig.OptKey] == rec.Options[netconfig.OptKey] {
+		rec.Keys = stored.Keys
 	}
 	if err := d.st.PutNetwork(rec); err != nil {
 		return fmt.Errorf("saving network %s: %w", netconfig.ShortID(n.ID), err)
