@@ -92,6 +92,8 @@ type Network struct {
 	// Key and Authority: OptKey and OptKeyAuthority decoded; nil for a network without a key.
 	Key       []byte
 	Authority []byte
+	// IPv6 is the OptIPv6 prefix; nil for a network without IPv6.
+	IPv6 *net.IPNet
 }
 
 // ParseKey decodes the OptKey option (32 bytes in hex).
@@ -204,6 +206,11 @@ func ParsePort(s string) (uint16, error) {
 // mtu 0 = derive from underlay, port 0 = plugin default). Unknown options
 // are ignored (they are echoed by the caller).
 func ParseAllocateOptions(opts map[string]string) (vni uint32, mtu int, port uint16, err error) {
+	if s, ok := opts[OptIPv6]; ok {
+		if _, err = ParseIPv6Prefix(s); err != nil {
+			return 0, 0, 0, err
+		}
+	}
 	if s, ok := opts[OptVNIList]; ok {
 		if vni, err = ParseVNI(s); err != nil {
 			return 0, 0, 0, err
@@ -292,7 +299,7 @@ func ParseCreateOptions(netID string, opts map[string]interface{}, ipv4 []*netwo
 	// Report known keys with a non-scalar value instead of silently
 	// treating them as absent.
 	if g, ok := opts[GenericKey].(map[string]interface{}); ok {
-		for _, k := range []string{OptVNIList, OptMTU, OptPort, OptKey, OptKeyAuthority} {
+		for _, k := range []string{OptVNIList, OptMTU, OptPort, OptKey, OptKeyAuthority, OptIPv6} {
 			if v, present := g[k]; present {
 				if _, ok := strs[k]; !ok {
 					return Network{}, fmt.Errorf("network %s: invalid option %s: unsupported value type %T", netID, k, v)
@@ -327,6 +334,11 @@ func ParseCreateOptions(netID string, opts map[string]interface{}, ipv4 []*netwo
 			if n.Authority, err = ParseKeyAuthority(a); err != nil {
 				return Network{}, fmt.Errorf("network %s: %w (it is set by the manager's AllocateNetwork)", netID, err)
 			}
+		}
+	}
+	if s, ok := strs[OptIPv6]; ok {
+		if n.IPv6, err = ParseIPv6Prefix(s); err != nil {
+			return Network{}, fmt.Errorf("network %s: %w", netID, err)
 		}
 	}
 	for i, d := range ipv4 {
@@ -495,4 +507,74 @@ func SortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// OptIPv6 gives a network IPv6: an IPv6 prefix of at most 96 bits (e.g. fd00:1::/64). Every endpoint's
+// IPv6 address is the prefix with the endpoint's IPv4 address, which swarm allocates uniquely across
+// the cluster, in its last 32 bits (fd00:1::/64 and 10.0.7.3 give fd00:1::a00:703).
+const OptIPv6 = "vxsafe.ipv6"
+
+// OptEnableIPv6 is libnetwork's netlabel.EnableIPv6: the top-level CreateNetwork option that says the
+// network was created with Docker's own --ipv6.
+const OptEnableIPv6 = "com.docker.network.enable_ipv6"
+
+// ParseIPv6Prefix parses the OptIPv6 option: an IPv6 prefix (not an IPv4-mapped one) of at most 96
+// bits, with no bit set past its length, that is not link-local, multicast, loopback or unspecified.
+func ParseIPv6Prefix(s string) (*net.IPNet, error) {
+	bad := func(why string) (*net.IPNet, error) {
+		return nil, fmt.Errorf("invalid option %s=%s: %s; give an IPv6 prefix of at most 96 bits, such as "+
+			"a unique local one (e.g. %s=fd00:1::/64)", OptIPv6, quoteShort(s), why, OptIPv6)
+	}
+	ip, pfx, err := net.ParseCIDR(strings.TrimSpace(s))
+	if err != nil {
+		return bad("not a prefix in CIDR notation")
+	}
+	if ip.To4() != nil || strings.Contains(s, ".") {
+		return bad("not an IPv6 prefix")
+	}
+	ones, _ := pfx.Mask.Size()
+	if ones > 96 {
+		return bad(fmt.Sprintf("/%d leaves fewer than the 32 bits an IPv4 address needs", ones))
+	}
+	if !ip.Equal(pfx.IP) {
+		return bad(fmt.Sprintf("bits are set past the prefix length (the prefix is %s)", pfx))
+	}
+	if pfx.IP.IsLinkLocalUnicast() || pfx.IP.IsMulticast() || pfx.IP.IsLoopback() || pfx.IP.IsUnspecified() {
+		return bad("not a unicast prefix")
+	}
+	return pfx, nil
+}
+
+// IPv6For returns the IPv6 address of the endpoint whose IPv4 address is ip on a network with the IPv6
+// prefix pfx (ParseIPv6Prefix's answer): the prefix with the IPv4 address in its last 32 bits. It
+// returns nil when ip is not IPv4 or pfx is nil.
+func IPv6For(pfx *net.IPNet, ip net.IP) net.IP {
+	v4 := ip.To4()
+	if pfx == nil || v4 == nil {
+		return nil
+	}
+	out := make(net.IP, net.IPv6len)
+	copy(out, pfx.IP.To16())
+	copy(out[12:], v4)
+	return out
+}
+
+// RefuseDockerIPv6 refuses a network created with Docker's own --ipv6 (top-level option OptEnableIPv6
+// true, or IPv6 pools given; opts may be nil). Swarm allocates no IPv6 addresses (moby/moby#48116): each
+// node's engine hands out its own from the same pool, so containers on different nodes get the same
+// addresses, and vxsafe cannot replace an address the engine assigned.
+func RefuseDockerIPv6(netID string, opts map[string]interface{}, ipv6Pools int) error {
+	on := ipv6Pools > 0
+	if v, ok := opts[OptEnableIPv6]; ok {
+		if s, ok := optionString(v); ok && s == "true" {
+			on = true
+		}
+	}
+	if !on {
+		return nil
+	}
+	return fmt.Errorf("network %s was created with --ipv6: swarm allocates no IPv6 addresses (moby/moby#48116), "+
+		"so every node would give its containers the same ones; re-create the network without --ipv6 and without "+
+		"an IPv6 --subnet, and with -o %s=PREFIX (e.g. %s=fd00:1::/64): vxsafe then gives each endpoint a unique "+
+		"IPv6 address derived from its IPv4 one", ShortID(netID), OptIPv6, OptIPv6)
 }

@@ -406,3 +406,53 @@ func TestParseIfName(t *testing.T) {
 		}
 	}
 }
+
+func TestIPv6Prefix(t *testing.T) {
+	for s, want := range map[string]string{
+		"fd00:1::/64": "fd00:1::/64", " 2001:db8:7::/48 ": "2001:db8:7::/48", "fd00::/96": "fd00::/96",
+	} {
+		p, err := ParseIPv6Prefix(s)
+		if err != nil || p.String() != want {
+			t.Errorf("ParseIPv6Prefix(%q) = %v, %v; want %s", s, p, err, want)
+		}
+	}
+	for s, why := range map[string]string{
+		"10.0.0.0/8": "not an IPv6 prefix", "::ffff:10.0.0.0/104": "not an IPv6 prefix", "fd00::/97": "fewer than the 32 bits",
+		"fd00:1::5/64": "bits are set past", "fe80::/64": "not a unicast prefix", "ff02::/16": "not a unicast prefix",
+		"::/0": "not a unicast prefix", "fd00:1::": "not a prefix", "": "not a prefix",
+	} {
+		_, err := ParseIPv6Prefix(s)
+		if err == nil || !strings.Contains(err.Error(), why) || !strings.Contains(err.Error(), OptIPv6+"=fd00:1::/64") {
+			t.Errorf("ParseIPv6Prefix(%q): error %v, want one saying %q and giving an example", s, err, why)
+		}
+	}
+	p, _ := ParseIPv6Prefix("fd00:1::/64")
+	for v4, want := range map[string]string{"10.0.7.3": "fd00:1::a00:703", "192.168.255.254": "fd00:1::c0a8:fffe"} {
+		if got := IPv6For(p, net.ParseIP(v4)); got.String() != want || !p.Contains(got) {
+			t.Errorf("IPv6For(%s, %s) = %s, want %s inside the prefix", p, v4, got, want)
+		}
+	}
+	if IPv6For(nil, net.ParseIP("10.0.0.1")) != nil || IPv6For(p, net.ParseIP("fd00::1")) != nil {
+		t.Error("IPv6For without a prefix or without an IPv4 address is not nil")
+	}
+	// Distinct IPv4 addresses give distinct IPv6 ones: the map is injective on the last 32 bits.
+	seen := map[string]bool{}
+	for i := 0; i < 1024; i++ {
+		a := IPv6For(p, net.IPv4(10, byte(i>>8), byte(i), 1)).String()
+		if seen[a] {
+			t.Fatalf("duplicate %s", a)
+		}
+		seen[a] = true
+	}
+	if err := RefuseDockerIPv6("n", map[string]interface{}{OptEnableIPv6: false}, 0); err != nil {
+		t.Errorf("a network without --ipv6 refused: %v", err)
+	}
+	for _, c := range []struct {
+		opts  map[string]interface{}
+		pools int
+	}{{nil, 1}, {map[string]interface{}{OptEnableIPv6: true}, 0}, {map[string]interface{}{OptEnableIPv6: "true"}, 0}} {
+		if err := RefuseDockerIPv6("n", c.opts, c.pools); err == nil || !strings.Contains(err.Error(), OptIPv6+"=PREFIX") {
+			t.Errorf("RefuseDockerIPv6(%v, %d) = %v", c.opts, c.pools, err)
+		}
+	}
+}
