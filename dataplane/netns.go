@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"fmt"
+	"runtime"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -43,4 +44,34 @@ func (m *Manager) handleIn(ns Namespace) (*netlink.Handle, func(), error) {
 		return nil, nil, fmt.Errorf("netlink in %s: %w", ns.Desc, err)
 	}
 	return h, h.Close, nil
+}
+
+// inNetNS runs fn on a thread in network namespace ns (for what only the namespace's own threads see,
+// such as /proc/sys/net). The thread is switched back after; if that fails it stays locked and exits
+// with its goroutine.
+func inNetNS(ns netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("opening this thread's network namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("entering the host network namespace: %w", err)
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			errc <- fmt.Errorf("returning from the host network namespace: %w", err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
 }

@@ -4,9 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vxsafe/overlay/netconfig"
 	"golang.org/x/sys/unix"
 )
@@ -18,6 +22,10 @@ type VXLANSpec struct {
 	VNI       uint32
 	Port      int
 	MTU       int
+	// IPv6: the network has IPv6 (netconfig.OptIPv6). The device then has IPv6 on, so that it holds the
+	// IPv6 neighbour entries of remote endpoints and answers neighbour solicitations from them, and no
+	// address of its own (addrgenmode none: it sends nothing itself).
+	IPv6 bool
 }
 
 func (s VXLANSpec) want() Want {
@@ -227,6 +235,11 @@ func (m *Manager) up(l netlink.Link, spec VXLANSpec) error {
 			return fmt.Errorf("setting MTU %d on %s: %w", spec.MTU, spec, err)
 		}
 	}
+	if spec.IPv6 {
+		if err := m.enableIPv6(l); err != nil {
+			return fmt.Errorf("%s: %w", spec, err)
+		}
+	}
 	if l.Attrs().Flags&net.FlagUp == 0 {
 		if err := m.h.LinkSetUp(l); err != nil {
 			return fmt.Errorf("setting %s up: %w", spec, err)
@@ -334,4 +347,26 @@ func (m *Manager) HostUppers() (map[int][]string, error) {
 		}
 	}
 	return uppers, nil
+}
+
+// enableIPv6 turns IPv6 on for a device of the Manager's namespace, without an address of its own.
+func (m *Manager) enableIPv6(l netlink.Link) error {
+	name := l.Attrs().Name
+	if err := m.h.LinkSetIP6AddrGenMode(l, nl.IN6_ADDR_GEN_MODE_NONE); err != nil {
+		return fmt.Errorf("setting IPv6 addrgenmode none: %w", err)
+	}
+	path := filepath.Join("/proc/sys/net/ipv6/conf", name, "disable_ipv6")
+	return inNetNS(m.ns, func() error {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("reading %s: %w (the network has %s; is IPv6 disabled on this host's kernel?)", path, err, netconfig.OptIPv6)
+		}
+		if strings.TrimSpace(string(b)) == "0" {
+			return nil
+		}
+		if err := os.WriteFile(path, []byte("0"), 0o644); err != nil {
+			return fmt.Errorf("turning IPv6 on (%s=0): %w", path, err)
+		}
+		return nil
+	})
 }
