@@ -122,6 +122,20 @@ type netState struct {
 	joined  map[string]localEndpoint // endpoints joined on this host (from their record's write on)
 }
 
+// ipv6 returns the network's IPv6 prefix (netconfig.OptIPv6), nil for a network without IPv6. The
+// option was checked when the network was created.
+func (ns *netState) ipv6() *net.IPNet {
+	s, ok := ns.rec.Options[netconfig.OptIPv6]
+	if !ok {
+		return nil
+	}
+	p, err := netconfig.ParseIPv6Prefix(s)
+	if err != nil {
+		return nil
+	}
+	return p
+}
+
 // isJoined reports whether endpoint epID is joined on this host. ns.mu is held.
 func (ns *netState) isJoined(epID string) bool {
 	_, ok := ns.joined[epID]
@@ -224,6 +238,7 @@ func (d *Driver) newNetState(rec store.NetworkRecord) *netState {
 	}
 	return &netState{rec: rec, joined: map[string]localEndpoint{}, spec: dataplane.VXLANSpec{
 		NetworkID: rec.ID, Name: netconfig.DeviceName(rec.VNI, rec.ID), VNI: rec.VNI, Port: port, MTU: rec.MTU,
+		IPv6: rec.Options[netconfig.OptIPv6] != "",
 	}}
 }
 

@@ -145,13 +145,18 @@ func (f *fakeDataplane) Peers(vxIndex int) ([]dataplane.Peer, error) {
 	return append([]dataplane.Peer(nil), f.peers[vxIndex]...), nil
 }
 
-// peerList describes the peers programmed on the device of spec, sorted, as "ip mac vtep".
+// peerList describes the peers programmed on the device of spec, sorted, as "ip mac vtep" (and " ipv6"
+// for a peer with an IPv6 address).
 func (f *fakeDataplane) peerList(spec dataplane.VXLANSpec) []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []string
 	for _, p := range f.peers[f.devices[spec.Name].index] {
-		out = append(out, fmt.Sprintf("%s %s %s", p.IP, p.MAC, p.VTEP))
+		s := fmt.Sprintf("%s %s %s", p.IP, p.MAC, p.VTEP)
+		if p.IPv6 != nil {
+			s += " " + p.IPv6.String()
+		}
+		out = append(out, s)
 	}
 	sort.Strings(out)
 	return out

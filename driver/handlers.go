@@ -43,6 +43,15 @@ func (d *Driver) AllocateNetwork(req *network.AllocateNetworkRequest) (*network.
 	if err := netconfig.RequireIPv4(req.NetworkID, nil, pools); err != nil {
 		return nil, err
 	}
+	v6pools := 0
+	for _, d := range req.IPv6Data {
+		if d.Pool != "" {
+			v6pools++
+		}
+	}
+	if err := netconfig.RefuseDockerIPv6(req.NetworkID, map[string]interface{}{netconfig.OptEnableIPv6: req.Options[netconfig.OptEnableIPv6]}, v6pools); err != nil {
+		return nil, err
+	}
 	v, err := d.alloc.Allocate(req.NetworkID, requested)
 	if err != nil {
 		return nil, fmt.Errorf("allocating a VNI for network %s: %w", netconfig.ShortID(req.NetworkID), err)
@@ -142,6 +151,15 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 	if err := netconfig.RequireIPv4(n.ID, req.Options, len(n.IPv4)); err != nil {
 		return err
 	}
+	v6pools := 0
+	for _, d := range req.IPv6Data {
+		if d != nil && d.Pool != "" {
+			v6pools++
+		}
+	}
+	if err := netconfig.RefuseDockerIPv6(n.ID, req.Options, v6pools); err != nil {
+		return err
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for id, other := range d.networks {
@@ -239,15 +257,40 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	} else if _, err := net.ParseMAC(mac); err != nil {
 		return nil, fmt.Errorf("endpoint %s: Interface.MacAddress %q: %w", netconfig.ShortID(req.EndpointID), mac, err)
 	}
+	var v6 string
+	if pfx := ns.ipv6(); pfx != nil {
+		ones, _ := pfx.Mask.Size()
+		v6 = (&net.IPNet{IP: netconfig.IPv6For(pfx, ip), Mask: net.CIDRMask(ones, 128)}).String()
+		if req.Interface.AddressIPv6 != "" {
+			if a, _, err := net.ParseCIDR(req.Interface.AddressIPv6); err != nil || !a.Equal(netconfig.IPv6For(pfx, ip)) {
+				return nil, fmt.Errorf("endpoint %s of network %s: IPv6 address %s was given, but on this network (%s=%s) "+
+					"vxsafe derives each endpoint's IPv6 address from its IPv4 one: %s here; leave --ip6 out",
+					netconfig.ShortID(req.EndpointID), netconfig.ShortID(req.NetworkID), req.Interface.AddressIPv6,
+					netconfig.OptIPv6, pfx, v6)
+			}
+		} else {
+			// Returned without a gateway: an IPv6 gateway would make the engine drop the endpoint's IPv4
+			// default route through docker_gwbridge. The prefix is on-link on the interface.
+			if resp.Interface == nil {
+				resp.Interface = &network.EndpointInterface{}
+			}
+			resp.Interface.AddressIPv6 = v6
+		}
+	} else if req.Interface.AddressIPv6 != "" {
+		// CreateNetwork refuses Docker's --ipv6: an address here comes from an engine that did not ask.
+		return nil, fmt.Errorf("endpoint %s of network %s: the engine gave it IPv6 address %s, which other nodes may "+
+			"give too (swarm allocates no IPv6, moby/moby#48116); re-create the network without --ipv6 and with -o %s=PREFIX",
+			netconfig.ShortID(req.EndpointID), netconfig.ShortID(req.NetworkID), req.Interface.AddressIPv6, netconfig.OptIPv6)
+	}
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
 	rec := store.EndpointRecord{NetworkID: req.NetworkID, EndpointID: req.EndpointID,
-		IP: (&net.IPNet{IP: ip.To4(), Mask: ipnet.Mask}).String(), MAC: mac,
+		IP: (&net.IPNet{IP: ip.To4(), Mask: ipnet.Mask}).String(), IPv6: v6, MAC: mac,
 		IfName: netconfig.EndpointIfName(req.EndpointID), DstName: dstName, Updated: time.Now()}
 	if err := d.st.PutEndpoint(rec); err != nil {
 		return nil, fmt.Errorf("saving endpoint %s of network %s: %w", netconfig.ShortID(req.EndpointID), netconfig.ShortID(req.NetworkID), err)
 	}
-	d.log.WithFields(logrus.Fields{"network": req.NetworkID, "endpoint": req.EndpointID, "address": rec.IP, "mac": mac}).Debug("endpoint created")
+	d.log.WithFields(logrus.Fields{"network": req.NetworkID, "endpoint": req.EndpointID, "address": rec.IP, "address_ipv6": v6, "mac": mac}).Debug("endpoint created")
 	return resp, nil
 }
 
@@ -268,7 +311,7 @@ func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, 
 		return nil, fmt.Errorf("endpoint %s of network %s is not known to vxsafe", netconfig.ShortID(req.EndpointID), netconfig.ShortID(req.NetworkID))
 	}
 	return &network.InfoResponse{Value: map[string]string{
-		"interface": ep.IfName, "mac": ep.MAC, "address": ep.IP, "vxlan": ns.spec.Name,
+		"interface": ep.IfName, "mac": ep.MAC, "address": ep.IP, "address_ipv6": ep.IPv6, "vxlan": ns.spec.Name,
 		"vni": strconv.FormatUint(uint64(ns.spec.VNI), 10),
 	}}, nil
 }

@@ -21,7 +21,7 @@ func (d *Driver) RemoteChange(ep gossip.Endpoint, removed bool) {
 	if !ok {
 		return
 	}
-	p, err := toPeer(ep)
+	p, err := toPeer(ep, ns.ipv6())
 	if err != nil {
 		d.log.WithError(err).WithFields(logrus.Fields{"network": ep.Network, "endpoint": ep.EndpointID}).Warn("ignoring malformed remote endpoint")
 		return
@@ -72,7 +72,7 @@ func (d *Driver) restoreSharedLocked(ns *netState, gone gossip.Endpoint, p datap
 		if ep.EndpointID == gone.EndpointID || ep.VTEP == self {
 			continue
 		}
-		q, err := toPeer(ep)
+		q, err := toPeer(ep, ns.ipv6())
 		if err != nil || !(q.IP.Equal(p.IP) || q.MAC.String() == p.MAC.String()) {
 			continue
 		}
@@ -151,12 +151,16 @@ func (d *Driver) remoteRefusal(ns *netState, p dataplane.Peer, local map[string]
 	return ""
 }
 
-func toPeer(ep gossip.Endpoint) (dataplane.Peer, error) {
+// toPeer is the remote endpoint ep as the data plane programs it. On a network with IPv6 (v6 is its
+// prefix, nil without) the endpoint's IPv6 address is derived from its IPv4 one, as its own host did in
+// CreateEndpoint: records carry only the IPv4 address, which is signed and checked (remoteRefusal), so
+// the IPv6 one is inside the prefix and never a local endpoint's by construction.
+func toPeer(ep gossip.Endpoint, v6 *net.IPNet) (dataplane.Peer, error) {
 	ip, mac, vtep, err := ep.Addrs()
 	if err != nil {
 		return dataplane.Peer{}, err
 	}
-	return dataplane.Peer{IP: ip, MAC: mac, VTEP: vtep}, nil
+	return dataplane.Peer{IP: ip, IPv6: netconfig.IPv6For(v6, ip), MAC: mac, VTEP: vtep}, nil
 }
 
 // Synced is what a control plane may implement to say whether its view of remote endpoints is complete
@@ -184,12 +188,13 @@ func (d *Driver) programPeersLocked(ns *netState, prune bool) {
 	}
 	self := d.VTEP()
 	local := d.localAddrsLocked(ns)
+	v6 := ns.ipv6()
 	want := map[string]dataplane.Peer{}
 	for _, ep := range d.cfg.Control.Remote(ns.rec.ID) {
 		if ep.VTEP == self {
 			continue
 		}
-		p, err := toPeer(ep)
+		p, err := toPeer(ep, v6)
 		if err != nil {
 			continue
 		}
@@ -212,7 +217,7 @@ func (d *Driver) programPeersLocked(ns *netState, prune bool) {
 		if !ok && !prune {
 			continue
 		}
-		if !ok || !w.IP.Equal(p.IP) {
+		if !ok || !w.IP.Equal(p.IP) || !w.IPv6.Equal(p.IPv6) {
 			if err := d.dp.DelPeer(ns.vxIndex, p); err != nil {
 				d.log.WithError(err).WithField("network", ns.rec.ID).Warn("removing a stale remote endpoint")
 			}
@@ -220,7 +225,7 @@ func (d *Driver) programPeersLocked(ns *netState, prune bool) {
 		}
 	}
 	for mac, p := range want {
-		if h, ok := haveBy[mac]; ok && h.VTEP.Equal(p.VTEP) && h.IP.Equal(p.IP) {
+		if h, ok := haveBy[mac]; ok && h.VTEP.Equal(p.VTEP) && h.IP.Equal(p.IP) && h.IPv6.Equal(p.IPv6) {
 			continue
 		}
 		if err := d.dp.AddPeer(ns.vxIndex, p); err != nil {

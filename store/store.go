@@ -83,6 +83,7 @@ type EndpointRecord struct {
 	NetworkID  string
 	EndpointID string
 	IP         string // CIDR, e.g. "10.0.1.2/24"
+	IPv6       string `json:",omitempty"` // CIDR, the address derived from IP on a network with IPv6; "" without
 	MAC        string
 	IfName     string
 	DstName    string `json:",omitempty"` // the name asked for in the container (netconfig.OptIfName), "" for none
