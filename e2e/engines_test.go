@@ -59,8 +59,8 @@ func TestEngineDifferences(t *testing.T) {
 			// The swarm allocates asynchronously. Both engines' allocators refuse an IPv6-only pool
 			// themselves before asking the driver ("cannot find address pool for poolID:fd00:9::/64/invalid
 			// Prefix"); vxsafe's own refusal ("has no IPv4 subnet") covers an engine that would ask it.
-			// 20.10's allocator gives such a network a default IPv4 subnet too, and vxsafe serves it
-			// (IPv6 itself is issue 13's).
+			// 20.10's allocator gives such a network a default IPv4 subnet too, and vxsafe allocates it;
+			// each node's CreateNetwork then refuses its --ipv6 (TestIPv6).
 			var line, subnets string
 			poll(t, 20*time.Second, "the manager refuses an IPv6-only network or gives it an IPv4 subnet", func() error {
 				log := m.Log()[offset:]
