@@ -44,8 +44,8 @@ func (d *Driver) AllocateNetwork(req *network.AllocateNetworkRequest) (*network.
 		return nil, err
 	}
 	v6pools := 0
-	for _, d := range req.IPv6Data {
-		if d.Pool != "" {
+	for _, p := range req.IPv6Data {
+		if p.Pool != "" {
 			v6pools++
 		}
 	}
@@ -152,8 +152,8 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 		return err
 	}
 	v6pools := 0
-	for _, d := range req.IPv6Data {
-		if d != nil && d.Pool != "" {
+	for _, p := range req.IPv6Data {
+		if p != nil && p.Pool != "" {
 			v6pools++
 		}
 	}
@@ -230,6 +230,8 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 
 // CreateEndpoint records the endpoint; its interface is made in Join. The MAC is derived from the IP as
 // Docker overlay does, unless libnetwork set one; neither address nor MAC set by libnetwork is returned.
+// On a network with netconfig.OptIPv6 the endpoint's IPv6 address, derived from its IPv4 one, is
+// returned (netconfig.IPv6For).
 // An interface name asked for with netconfig.OptIfName is kept for Join. The other options (driver
 // options such as com.docker.network.endpoint.sysctls, port mappings, DNS servers) are libnetwork's
 // business: it applies the sysctls itself once the interface is in the container.
