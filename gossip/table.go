@@ -351,12 +351,14 @@ func (t *table) applyDelta(g wireGroup, now time.Time) ([]Event, wireGroup) {
 		return nil, accepted
 	}
 	o := t.owner(g.Owner, now)
+	keys := make([]recKey, 0, len(g.Records))
 	for _, r := range g.Records {
 		if nr, ok := t.merge(o, r, now); ok {
 			accepted.Records = append(accepted.Records, nr)
+			keys = append(keys, nr.key())
 		}
 	}
-	return t.sync(o, now), accepted
+	return t.syncKeys(o, keys, now), accepted
 }
 
 // applyState merges a full table received in push/pull.
@@ -656,6 +658,34 @@ func (t *table) sync(o *ownerState, now time.Time) []Event {
 		if _, ok := o.shown[k]; !ok {
 			added = append(added, Event{Kind: Added, Endpoint: ep, Node: o.name})
 			o.shown[k] = ep
+		}
+	}
+	sortEvents(removed)
+	sortEvents(added)
+	return append(removed, added...)
+}
+
+// syncKeys is sync for the records of keys alone: those a delta changed. A delta changes no state of
+// the owner itself (incarnation, liveness, host reports), so the records it did not touch keep their
+// visibility, and what time changes for them is caught up by tick's full sync. sync costs as much as
+// the owner's records; a delta of one record would otherwise cost that much at every node. Caller
+// holds mu.
+func (t *table) syncKeys(o *ownerState, keys []recKey, now time.Time) []Event {
+	var removed, added []Event
+	for _, k := range keys {
+		r, held := o.recs[k]
+		if held && o.known && r.inc != o.inc && (r.inc < o.inc || r.inc == o.prevInc) && !o.inPrevWindow(r.inc, now) {
+			delete(o.recs, k) // superseded incarnation
+			held = false
+		}
+		visible := held && t.visibleLocked(o, r, now)
+		if ep, shown := o.shown[k]; shown && (!visible || ep != r.ep) {
+			removed = append(removed, Event{Kind: Removed, Endpoint: ep, Node: o.name})
+			delete(o.shown, k)
+		}
+		if _, shown := o.shown[k]; visible && !shown {
+			added = append(added, Event{Kind: Added, Endpoint: r.ep, Node: o.name})
+			o.shown[k] = r.ep
 		}
 	}
 	sortEvents(removed)

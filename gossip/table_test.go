@@ -521,3 +521,48 @@ func TestTableHostUpGraceAndHostGone(t *testing.T) {
 		t.Fatalf("empty address matched %d owners", n)
 	}
 }
+
+// TestTableDeltaSyncIsIncremental: a delta's events are those of the records it carries only, and match
+// what a full sync would announce: after any sequence of deltas (adds, moves, removals, a record of a
+// superseded incarnation, one of an owner down past its grace), a full sync has nothing left to say.
+func TestTableDeltaSyncIsIncremental(t *testing.T) {
+	tb := newTestTable()
+	wantEvents(t, "nodeUp", tb.nodeUp("B", "", bInc1, t0))
+	now := t0
+	seq := uint64(0)
+	next := func() uint64 { seq++; return seq }
+	for i := 0; i < 200; i++ {
+		now = now.Add(10 * time.Millisecond)
+		e := ep(i % 37)
+		var g wireGroup
+		switch i % 5 {
+		case 0, 1:
+			g = delta("B", rec(e, bInc1, next()))
+		case 2:
+			e.VTEP = "192.168.77.9" // moved
+			g = delta("B", rec(e, bInc1, next()), rec(ep((i+1)%37), bInc1, next()))
+		case 3:
+			g = delta("B", tomb(e, bInc1, next()))
+		case 4:
+			g = delta("B", rec(e, bInc1-1, next())) // an older incarnation: refused
+		}
+		evs := applyD(tb, g, now)
+		if len(evs) > 2*len(g.Records) { // a changed record: Removed, then Added
+			t.Fatalf("delta %d of %d records announced %d events", i, len(g.Records), len(evs))
+		}
+		tb.mu.Lock()
+		rest := tb.sync(tb.owners["B"], now)
+		tb.mu.Unlock()
+		wantEvents(t, fmt.Sprintf("full sync after delta %d", i), rest)
+	}
+	// The owner goes down: its records stay for the grace period, then tick's full sync removes them.
+	tb.nodeDown("B", now)
+	shown := len(tb.remote("net1"))
+	if shown == 0 {
+		t.Fatal("nothing shown before the owner went down")
+	}
+	evs := tb.tick(now.Add(tGrace + time.Second))
+	if len(evs) != shown || len(tb.remote("net1")) != 0 {
+		t.Fatalf("tick after the grace: %d events for %d shown, %d left", len(evs), shown, len(tb.remote("net1")))
+	}
+}
