@@ -1,0 +1,342 @@
+package gossip
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"math"
+	mrand "math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	metrics "github.com/hashicorp/go-metrics"
+	"github.com/sirupsen/logrus"
+	"github.com/vishvananda/netlink"
+)
+
+// BenchmarkGossipScale runs the real gossip agent and table at 10 and 25 nodes (VXSAFE_BENCH_SCALE
+// overrides, e.g. "50,100,250"; on two cores, one process carries every node's full-state exchanges
+// and 50 nodes do not settle 10,000 endpoints within its limits: docs/performance.md), all in one process in a fresh network namespace of its own (a child process
+// made with CLONE_NEWNET; each node has its own loopback address), with no dockerd. Per size it prints:
+// the time for an endpoint published on one node to be known on all (p50/p99 of 20), the bytes per
+// second per node at rest and under churn (10 endpoint changes a second cluster-wide), the heap per node
+// with 10,000 endpoints cluster-wide, and the time for the others to remove the endpoints of a node that
+// dies (its host reported gone, as dockerd's node discovery does, then the grace period).
+func BenchmarkGossipScale(b *testing.B) {
+	if os.Getenv("VXSAFE_SCALE_CHILD") == "" {
+		if os.Geteuid() != 0 {
+			b.Skip("the scale simulation runs in a network namespace of its own: root")
+		}
+		args := []string{"-test.run=^$", "-test.bench=^BenchmarkGossipScale$", "-test.benchtime=1x", "-test.v"}
+		if p := os.Getenv("VXSAFE_SCALE_PROFILE"); p != "" {
+			args = append(args, "-test.cpuprofile="+p)
+		}
+		cmd := exec.Command(os.Args[0], args...)
+		cmd.Env = append(os.Environ(), "VXSAFE_SCALE_CHILD=1")
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Run(); err != nil {
+			b.Fatalf("the simulation in its own network namespace: %v", err)
+		}
+		return
+	}
+	lo, err := netlink.LinkByName("lo")
+	if err == nil {
+		err = netlink.LinkSetUp(lo)
+	}
+	if err != nil {
+		b.Fatalf("loopback up in the simulation's namespace: %v", err)
+	}
+	sizes := []int{10, 25}
+	if s := os.Getenv("VXSAFE_BENCH_SCALE"); s != "" {
+		sizes = nil
+		for _, f := range strings.Split(s, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 3 {
+				b.Fatalf("VXSAFE_BENCH_SCALE=%q: want sizes of at least 3", s)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	sink := &byteSink{}
+	cfg := metrics.DefaultConfig("")
+	cfg.EnableHostname, cfg.EnableRuntimeMetrics, cfg.EnableHostnameLabel = false, false, false
+	if _, err := metrics.NewGlobal(cfg, sink); err != nil {
+		b.Fatal(err)
+	}
+	fmt.Printf("SCALE machine: %d CPUs, %s; one process, every node's agent on its own loopback address\n", runtime.NumCPU(), runtime.Version())
+	fmt.Printf("SCALE %5s %11s %11s %11s %12s %12s %12s %12s %11s\n", "nodes", "join(s)", "conv p50", "conv p99",
+		"rest B/s/n", "churn B/s/n", "bytes/upd/n", "heap/n 10k", "dead(s)")
+	var rows []scaleRow
+	for _, n := range sizes {
+		r := runScale(b, n, sink)
+		rows = append(rows, r)
+		fmt.Printf("SCALE %5d %11.1f %9.0fms %9.0fms %12.0f %12.0f %12.0f %10.1fMB %11.1f\n", r.nodes, r.join.Seconds(),
+			ms(r.convP50), ms(r.convP99), r.restBps, r.churnBps, r.perUpdate, r.heapPerNode/1e6, r.dead.Seconds())
+	}
+	for i := 1; i < len(rows); i++ {
+		a, z := rows[0], rows[i]
+		fmt.Printf("SCALE ratio %d->%d nodes: convergence p99 x%.2f, churn bytes per update per node x%.2f (log2 ratio %.2f)\n",
+			a.nodes, z.nodes, float64(z.convP99)/float64(a.convP99), z.perUpdate/a.perUpdate,
+			math.Log2(float64(z.nodes))/math.Log2(float64(a.nodes)))
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+type scaleRow struct {
+	nodes                        int
+	join, convP50, convP99, dead time.Duration
+	restBps, churnBps, perUpdate float64
+	heapPerNode                  float64
+}
+
+// byteSink counts the bytes memberlist reports sent (UDP and TCP), for every node of the process.
+type byteSink struct{ sent atomic.Uint64 }
+
+func (s *byteSink) count(key []string, val float32) {
+	if len(key) >= 2 && key[len(key)-1] == "sent" && (key[len(key)-2] == "udp" || key[len(key)-2] == "tcp") {
+		s.sent.Add(uint64(val))
+	}
+}
+func (s *byteSink) SetGauge([]string, float32)                                     {}
+func (s *byteSink) SetGaugeWithLabels([]string, float32, []metrics.Label)          {}
+func (s *byteSink) SetPrecisionGauge([]string, float64)                            {}
+func (s *byteSink) SetPrecisionGaugeWithLabels([]string, float64, []metrics.Label) {}
+func (s *byteSink) EmitKey([]string, float32)                                      {}
+func (s *byteSink) IncrCounter(k []string, v float32)                              { s.count(k, v) }
+func (s *byteSink) IncrCounterWithLabels(k []string, v float32, _ []metrics.Label) { s.count(k, v) }
+func (s *byteSink) AddSample([]string, float32)                                    {}
+func (s *byteSink) AddSampleWithLabels([]string, float32, []metrics.Label)         {}
+
+// watch records, per endpoint ID, when each node learned it (Added) or forgot it (Removed).
+type watch struct {
+	mu      sync.Mutex
+	added   map[string]int
+	removed map[string]int
+	done    map[string]chan struct{}
+	want    int
+}
+
+func (w *watch) on(ev Event) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	id := ev.Endpoint.EndpointID
+	m := w.added
+	if ev.Kind == Removed {
+		m = w.removed
+	}
+	m[id]++
+	if m[id] == w.want {
+		if ch, ok := w.done[id]; ok {
+			close(ch)
+			delete(w.done, id)
+		}
+	}
+}
+
+// expect returns a channel closed once want nodes have reported endpoint id.
+func (w *watch) expect(id string) chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ch := make(chan struct{})
+	w.done[id] = ch
+	return ch
+}
+
+const scaleNetworks = 10
+
+func scaleEndpoint(netIdx, i int, vtep string) Endpoint {
+	id := make([]byte, 32)
+	_, _ = rand.Read(id)
+	return Endpoint{Network: fmt.Sprintf("scalenet%017d", netIdx), EndpointID: hex.EncodeToString(id),
+		IP:  net.IPv4(10, byte(netIdx), byte(i>>8), byte(i)).String(),
+		MAC: net.HardwareAddr{2, 0x42, 10, byte(netIdx), byte(i >> 8), byte(i)}.String(), VTEP: vtep}
+}
+
+func runScale(b *testing.B, n int, sink *byteSink) scaleRow {
+	lg := logrus.New()
+	lg.SetLevel(logrus.ErrorLevel)
+	w := &watch{added: map[string]int{}, removed: map[string]int{}, done: map[string]chan struct{}{}, want: n - 1}
+	keys := make([]NetworkKeys, scaleNetworks)
+	for i := range keys {
+		k := make([]byte, KeySize)
+		_, _ = rand.Read(k)
+		keys[i] = NetworkKeys{Primary: k}
+	}
+	addr := func(i int) string { return fmt.Sprintf("127.10.%d.%d", i/200, i%200+1) }
+	agents := make([]*Agent, n)
+	defer func() {
+		for _, a := range agents {
+			if a != nil {
+				a.close(false)
+			}
+		}
+	}()
+	start := time.Now()
+	for i := range agents {
+		a, err := New(Config{NodeName: fmt.Sprintf("node%03d", i), BindAddr: addr(i), BindPort: 7947, AdvertiseAddr: addr(i),
+			GracePeriod: 10 * time.Second, VTEPCheck: true, RejoinInterval: -1, Log: logrus.NewEntry(lg)}, w.on)
+		if err != nil {
+			b.Fatal(err)
+		}
+		agents[i] = a
+		for j, k := range keys {
+			if err := a.SetNetworkKeys(fmt.Sprintf("scalenet%017d", j), k); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if i > 0 {
+			var seeds []string
+			for range 3 {
+				seeds = append(seeds, addr(mrand.IntN(i))+":7947")
+			}
+			if _, err := a.Join(seeds); err != nil {
+				b.Fatalf("node %d joining: %v", i, err)
+			}
+		}
+	}
+	scaleWait(b, 3*time.Minute, fmt.Sprintf("%d members everywhere", n), func() bool {
+		for _, a := range agents {
+			if a.Stats().Members != n {
+				return false
+			}
+		}
+		return true
+	})
+	r := scaleRow{nodes: n, join: time.Since(start)}
+	phase := time.Now()
+	progress := func(what string) {
+		fmt.Printf("SCALE   %d nodes: %s in %.1fs\n", n, what, time.Since(phase).Seconds())
+		phase = time.Now()
+	}
+	progress("joined")
+
+	// 10,000 endpoints cluster-wide, spread over the nodes and 10 networks.
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const total = 10000
+	for i := 0; i < total; i++ {
+		node := i % n
+		agents[node].Publish(scaleEndpoint(i%scaleNetworks, i/scaleNetworks, addr(node)))
+	}
+	scaleWait(b, 5*time.Minute, "10,000 endpoints known everywhere", func() bool {
+		for _, a := range agents {
+			s := a.Stats()
+			if s.LocalEndpoints+s.RemoteEndpoints != total {
+				return false
+			}
+		}
+		return true
+	})
+	progress("10,000 endpoints known everywhere")
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	r.heapPerNode = float64(after.HeapAlloc) / float64(n)
+	_ = before
+
+	// Convergence: one endpoint at a time, from a random node, until every other node has it.
+	var conv []time.Duration
+	next := total / scaleNetworks
+	for range 20 {
+		node := mrand.IntN(n)
+		ep := scaleEndpoint(0, next, addr(node))
+		next++
+		ch := w.expect(ep.EndpointID)
+		t0 := time.Now()
+		agents[node].Publish(ep)
+		select {
+		case <-ch:
+			conv = append(conv, time.Since(t0))
+		case <-time.After(60 * time.Second):
+			b.Fatalf("%d nodes: an endpoint was not known everywhere within 60 s", n)
+		}
+	}
+	slices.Sort(conv)
+	r.convP50, r.convP99 = conv[len(conv)/2], conv[len(conv)-1]
+	progress("20 convergence probes")
+
+	// Traffic at rest, then under 10 changes a second cluster-wide.
+	const window = 10 * time.Second
+	s0 := sink.sent.Load()
+	time.Sleep(window)
+	r.restBps = float64(sink.sent.Load()-s0) / window.Seconds() / float64(n)
+	var churned []struct {
+		node int
+		ep   Endpoint
+	}
+	s0 = sink.sent.Load()
+	tick := time.NewTicker(100 * time.Millisecond)
+	changes := 0
+	for end := time.Now().Add(window); time.Now().Before(end); {
+		<-tick.C
+		if len(churned) > 0 && changes%2 == 1 {
+			c := churned[0]
+			churned = churned[1:]
+			agents[c.node].Withdraw(c.ep.Network, c.ep.EndpointID)
+		} else {
+			node := mrand.IntN(n)
+			ep := scaleEndpoint(1, next, addr(node))
+			next++
+			agents[node].Publish(ep)
+			churned = append(churned, struct {
+				node int
+				ep   Endpoint
+			}{node, ep})
+		}
+		changes++
+	}
+	tick.Stop()
+	r.churnBps = float64(sink.sent.Load()-s0) / window.Seconds() / float64(n)
+	r.perUpdate = (r.churnBps - r.restBps) / (float64(changes) / window.Seconds())
+	progress("rest and churn windows")
+
+	// A node dies: its agent stops without leaving, and every other node hears its host is gone.
+	victim := n - 1
+	vaddr := addr(victim)
+	theirs := func() int {
+		c := 0
+		for _, a := range agents[:victim] {
+			for _, ep := range a.tbl.remote("") {
+				if ep.VTEP == vaddr {
+					c++
+				}
+			}
+		}
+		return c
+	}
+	if theirs() == 0 {
+		b.Fatalf("%d nodes: no node lists an endpoint of node %d", n, victim)
+	}
+	t0 := time.Now()
+	agents[victim].close(false)
+	agents[victim] = nil
+	for _, a := range agents[:victim] {
+		a.HostGone(vaddr)
+	}
+	scaleWait(b, 2*time.Minute, "the dead node's endpoints removed everywhere", func() bool { return theirs() == 0 })
+	r.dead = time.Since(t0)
+	return r
+}
+
+func scaleWait(b *testing.B, limit time.Duration, what string, f func() bool) {
+	b.Helper()
+	for end := time.Now().Add(limit); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
+		if f() {
+			return
+		}
+	}
+	b.Fatalf("%s: not within %s", what, limit)
+}
