@@ -62,12 +62,12 @@ func inNetNS(ns netns.NsHandle, fn func() error) error {
 		defer orig.Close()
 		if err := netns.Set(ns); err != nil {
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("entering the host network namespace: %w", err)
+			errc <- fmt.Errorf("entering the network namespace: %w", err)
 			return
 		}
 		ferr := fn()
 		if err := netns.Set(orig); err != nil {
-			errc <- fmt.Errorf("returning from the host network namespace: %w", err)
+			errc <- fmt.Errorf("returning from the network namespace: %w", err)
 			return
 		}
 		runtime.UnlockOSThread()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"runtime"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -109,36 +108,18 @@ func dialUDPIn(nsPath, addr string) (net.Conn, error) {
 	}
 	target := netns.NsHandle(fd)
 	defer target.Close()
-	type result struct {
-		c   net.Conn
-		err error
+	var c net.Conn
+	err = inNetNS(target, func() error {
+		var derr error
+		c, derr = net.Dial("udp4", addr)
+		return derr
+	})
+	if err != nil && c != nil { // made, but the thread could not return from the namespace
+		c.Close()
+		c = nil
 	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: err}
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("entering %s: %w", nsDesc(nsPath), err)}
-			return
-		}
-		c, derr := net.Dial("udp4", addr)
-		if err := netns.Set(orig); err != nil {
-			if c != nil {
-				c.Close()
-			}
-			ch <- result{err: fmt.Errorf("returning from %s: %w", nsDesc(nsPath), err)}
-			return // the thread stays locked and exits with the goroutine
-		}
-		runtime.UnlockOSThread()
-		ch <- result{c, derr}
-	}()
-	r := <-ch
-	return r.c, r.err
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", nsDesc(nsPath), err)
+	}
+	return c, nil
 }

@@ -279,10 +279,20 @@ func newUnit(t *testing.T) *unit {
 // createNetwork allocates and creates network id with subnet 10.0.1.0/24 (gateway 10.0.1.1).
 func (u *unit) createNetwork(id string) *netState {
 	u.t.Helper()
-	alloc, err := u.drv.AllocateNetwork(&network.AllocateNetworkRequest{NetworkID: id,
-		IPv4Data: []network.IPAMData{{Pool: "10.0.1.0/24", Gateway: "10.0.1.1/24"}}})
+	ns, err := u.createNetworkWith(id, nil)
 	if err != nil {
 		u.t.Fatal(err)
+	}
+	return ns
+}
+
+// createNetworkWith allocates and creates network id (10.0.1.0/24) with the given -o options.
+func (u *unit) createNetworkWith(id string, opts map[string]string) (*netState, error) {
+	u.t.Helper()
+	alloc, err := u.drv.AllocateNetwork(&network.AllocateNetworkRequest{NetworkID: id, Options: opts,
+		IPv4Data: []network.IPAMData{{Pool: "10.0.1.0/24", Gateway: "10.0.1.1/24"}}})
+	if err != nil {
+		return nil, err
 	}
 	generic := map[string]any{}
 	for k, v := range alloc.Options {
@@ -291,10 +301,10 @@ func (u *unit) createNetwork(id string) *netState {
 	if err := u.drv.CreateNetwork(&network.CreateNetworkRequest{NetworkID: id,
 		Options:  map[string]any{netconfig.GenericKey: generic},
 		IPv4Data: []*network.IPAMData{{Pool: "10.0.1.0/24", Gateway: "10.0.1.1/24"}}}); err != nil {
-		u.t.Fatal(err)
+		return nil, err
 	}
 	ns, _ := u.drv.lookup(id)
-	return ns
+	return ns, nil
 }
 
 // join creates and joins endpoint i (address 10.0.1.<10+i>) of network nid in sandbox key.

@@ -10,27 +10,6 @@ import (
 	"github.com/vxsafe/overlay/netconfig"
 )
 
-// createNetworkWith allocates and creates network id (10.0.1.0/24) with the given -o options.
-func (u *unit) createNetworkWith(id string, opts map[string]string) (*netState, error) {
-	u.t.Helper()
-	alloc, err := u.drv.AllocateNetwork(&network.AllocateNetworkRequest{NetworkID: id, Options: opts,
-		IPv4Data: []network.IPAMData{{Pool: "10.0.1.0/24", Gateway: "10.0.1.1/24"}}})
-	if err != nil {
-		return nil, err
-	}
-	generic := map[string]any{}
-	for k, v := range alloc.Options {
-		generic[k] = v
-	}
-	if err := u.drv.CreateNetwork(&network.CreateNetworkRequest{NetworkID: id,
-		Options:  map[string]any{netconfig.GenericKey: generic},
-		IPv4Data: []*network.IPAMData{{Pool: "10.0.1.0/24", Gateway: "10.0.1.1/24"}}}); err != nil {
-		return nil, err
-	}
-	ns, _ := u.drv.lookup(id)
-	return ns, nil
-}
-
 func TestUnitIPv6Endpoints(t *testing.T) {
 	u := newUnit(t)
 	ns, err := u.createNetworkWith(netID, map[string]string{netconfig.OptIPv6: "fd00:1::/64"})
