@@ -7,7 +7,9 @@ package driver
 //
 // Every benchmark collects a fixed number of latency samples per run (VXSAFE_BENCH_SAMPLES, default 400)
 // and reports percentiles as custom metrics; -benchtime 1x is enough. VXSAFE_BENCH_PLOT=FILE.png draws
-// Join latency against endpoint count from BenchmarkJoinLeave.
+// Join latency against endpoint count from BenchmarkJoinLeave. VXSAFE_BENCH_LOAD=N keeps N cores busy
+// during the measurement of BenchmarkJoinLeave, BenchmarkJoinSteps and BenchmarkFirstJoin (N child
+// processes spinning, see benchLoad), so that figures "under load" are reproducible.
 
 import (
 	"bytes"
@@ -19,11 +21,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -350,6 +354,7 @@ func BenchmarkJoinLeave(b *testing.B) {
 			cases = append(cases, c)
 		}
 	}
+	spin := benchLoad(b)
 	load0 := loadavg1()
 	for i := 0; i < b.N; i++ {
 		for k := 0; k < benchSamples(); k++ {
@@ -374,7 +379,7 @@ func BenchmarkJoinLeave(b *testing.B) {
 		})
 	}
 	fmt.Printf("BenchmarkJoinLeave: handler latency in ms (p50 / p99 / max), %d samples each, state database on disk or tmpfs; "+
-		"machine load average %s at the start, %s at the end:\n", len(cases[0].cs), load0, load1)
+		"%s; machine load average %s at the start, %s at the end:\n", len(cases[0].cs), spin, load0, load1)
 	fmt.Printf("  %-6s %9s %24s %24s %24s %24s\n", "state", "endpoints", "CreateEndpoint", "Join", "Leave", "DeleteEndpoint")
 	for _, c := range cases {
 		f := func(g func(cycle) time.Duration) string {
@@ -399,11 +404,21 @@ func BenchmarkJoinLeave(b *testing.B) {
 func BenchmarkFirstJoin(b *testing.B) {
 	e := newBenchEnv(b, "")
 	e.createNetwork()
+	spin := benchLoad(b)
 	var cs []cycle
 	for i := 0; i < b.N; i++ {
 		cs = append(cs, e.measure(benchSamples()/2)...)
 	}
 	r := rowOf("disk", 0, cs)
+	fmt.Printf("BenchmarkFirstJoin: ms (p50 / p99 / max), %d samples, state on disk, %s:\n", len(cs), spin)
+	for _, f := range []struct {
+		name string
+		get  func(cycle) time.Duration
+	}{{"CreateEndpoint", func(c cycle) time.Duration { return c.create }}, {"Join", func(c cycle) time.Duration { return c.join }},
+		{"Leave", func(c cycle) time.Duration { return c.leave }}, {"DeleteEndpoint", func(c cycle) time.Duration { return c.del }}} {
+		ds := field(cs, f.get)
+		fmt.Printf("  %-16s %6.2f / %6.2f / %6.2f\n", f.name, pct(ds, 50), pct(ds, 99), pct(ds, 100))
+	}
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(r.JoinP50, "join-p50-ms")
 	b.ReportMetric(r.JoinP99, "join-p99-ms")
@@ -578,6 +593,7 @@ func BenchmarkJoinSteps(b *testing.B) {
 	e.createNetwork()
 	e.grow(1000)
 	ns := e.drv.networks[benchNet]
+	spin := benchLoad(b)
 	steps := map[string][]time.Duration{}
 	order := []string{"store.GetEndpoint", "store.PutEndpoint", "dataplane.VXLANIndex", "dataplane.CreateEndpointIf", "move there and back (libnetwork)", "dataplane.DeleteEndpointIf"}
 	for i := 0; i < b.N; i++ {
@@ -630,13 +646,44 @@ func BenchmarkJoinSteps(b *testing.B) {
 		}
 	}
 	b.ReportMetric(0, "ns/op")
-	fmt.Printf("BenchmarkJoinSteps: Join's steps at 1000 endpoints, ms (p50 / p99 / max), state on disk:\n")
+	fmt.Printf("BenchmarkJoinSteps: Join's steps at 1000 endpoints, ms (p50 / p99 / max), state on disk, %s:\n", spin)
 	for _, name := range order {
 		ds := steps[name]
 		fmt.Printf("  %-34s %6.3f / %6.3f / %6.3f\n", name, pct(ds, 50), pct(ds, 99), pct(ds, 100))
 	}
 	b.ReportMetric(pct(steps["store.PutEndpoint"], 99), "put-p99-ms")
 	b.ReportMetric(pct(steps["dataplane.CreateEndpointIf"], 99), "macvlan-p99-ms")
+}
+
+// benchLoad starts the load VXSAFE_BENCH_LOAD asks for: N child processes (this test binary again, in
+// TestBenchSpinner) that each keep one core busy until the benchmark ends. It returns a description of the
+// load for the printed tables ("no added load" without the variable).
+func benchLoad(tb testing.TB) string {
+	tb.Helper()
+	n, err := strconv.Atoi(os.Getenv("VXSAFE_BENCH_LOAD"))
+	if err != nil || n <= 0 {
+		return "no added load"
+	}
+	for i := 0; i < n; i++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestBenchSpinner$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "VXSAFE_BENCH_SPINNER=1", "GOMAXPROCS=1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			tb.Fatalf("starting load process: %v", err)
+		}
+		tb.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	}
+	return fmt.Sprintf("%d core(s) of %d kept busy by spinning processes (VXSAFE_BENCH_LOAD=%d)", n, runtime.NumCPU(), n)
+}
+
+// TestBenchSpinner is benchLoad's child: with VXSAFE_BENCH_SPINNER=1 it spins on one core until killed
+// (or for an hour); otherwise it skips.
+func TestBenchSpinner(t *testing.T) {
+	if os.Getenv("VXSAFE_BENCH_SPINNER") != "1" {
+		t.Skip("only a load process for the benchmarks (VXSAFE_BENCH_LOAD)")
+	}
+	for start := time.Now(); time.Since(start) < time.Hour; {
+	}
 }
 
 // loadavg1 is the machine's 1-minute load average, for the record: other work on the machine shows in the
