@@ -163,6 +163,9 @@ func serve(ctx context.Context, env func(string) string) error {
 		return err
 	}
 	defer st.Close()
+	for _, note := range st.OpenNotes() {
+		log.WithField("state", s.StateDir).Warn(note)
+	}
 	dp, err := dataplane.New(dataplane.Options{Log: log})
 	if err != nil {
 		return err

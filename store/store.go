@@ -1,9 +1,40 @@
 // Package store persists the driver's state (networks, endpoints, VNI
-// allocations, gossip peers) in a bbolt file so it survives plugin restarts.
+// allocations, gossip peers) in bbolt files so it survives plugin restarts.
 //
-// Values are JSON. Every write is a single bbolt transaction, fsync'd on
-// commit. Deletes are idempotent. IDs are validated with
+// Values are JSON. Deletes are idempotent. IDs are validated with
 // netconfig.ValidateID before they become keys.
+//
+// Two files: the one Open is given (vxsafe.db) holds the networks, VNI
+// allocations, key authorities and peers, and every write to it is a bbolt
+// transaction fsync'd on commit; its sibling EndpointsPath (vxsafe-endpoints.db)
+// holds the endpoint records and is written without fsync (bbolt NoSync),
+// because those writes are on the path of every container start and stop.
+//
+// Why the endpoint records need no fsync: a record only matters while the
+// kernel state it describes exists (the endpoint's interface, the container
+// holding it). A plugin crash or kill keeps the page cache: every committed
+// write is in the file for the next opener. A machine crash takes the kernel
+// state and the containers with it; dockerd re-drives its endpoints after the
+// reboot (DeleteEndpoint of those it knew, CreateEndpoint and Join for the
+// containers it starts), and a lost or stale record is what the driver already
+// copes with (an unknown endpoint's DeleteEndpoint is a no-op; a joined record
+// whose sandbox is gone is reaped). What a machine crash may also leave is a
+// torn file: when Open finds that the machine booted since the state was last
+// opened (the boot ID, kept in the fsync'd file), it checks the endpoint file
+// and, if bbolt cannot open it or finds it inconsistent, moves it aside and
+// starts with no endpoint records (OpenNotes says so). Within one boot an
+// unreadable endpoint file is an error, as an unreadable main file is.
+//
+// Files written by earlier versions keep the endpoint records in vxsafe.db:
+// Open moves them into the endpoint file (made durable with fsync once) and
+// then removes them from vxsafe.db, whose schema version becomes 2 so that an
+// older build refuses the file instead of reading it as a state without
+// endpoints. A crash during the move repeats it at the next Open.
+//
+// The two files are not written atomically together. Open deletes endpoint
+// records whose network is not in vxsafe.db (a DeleteNetwork that stopped
+// between the two files); a network without endpoint records is a network
+// with no endpoint on this host.
 package store
 
 import (
@@ -15,11 +46,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+	"golang.org/x/sys/unix"
 
 	"github.com/vxsafe/overlay/netconfig"
 )
@@ -49,8 +82,24 @@ var (
 	bucketAuthorities = []byte("key-authorities")
 	keyPeers          = []byte("peers")
 	keySchema         = []byte("schema")
-	schemaVersion     = []byte("1")
+	keyBoot           = []byte("boot")
+	// schemaVersion 2: the endpoint records are in the endpoint file. 1: they are in the main file (read
+	// and moved by Open).
+	schemaVersion   = []byte("2")
+	schemaVersionV1 = []byte("1")
+	// endpointsSchema is the endpoint file's own version.
+	endpointsSchema = []byte("1")
 )
+
+// bootIDPath is where the kernel tells the current boot apart from earlier ones (a variable for tests).
+var bootIDPath = "/proc/sys/kernel/random/boot_id"
+
+// EndpointsPath is the endpoint file that goes with the state file at path: "vxsafe.db" ->
+// "vxsafe-endpoints.db" in the same directory.
+func EndpointsPath(path string) string {
+	ext := filepath.Ext(path)
+	return strings.TrimSuffix(path, ext) + "-endpoints" + ext
+}
 
 // NetworkRecord is a network this node created.
 type NetworkRecord struct {
@@ -94,8 +143,11 @@ type EndpointRecord struct {
 
 // Store is a bbolt-backed state store. It is safe for concurrent use.
 type Store struct {
-	db   *bolt.DB
-	path string
+	db     *bolt.DB // networks, allocations, authorities, meta: fsync'd
+	eps    *bolt.DB // endpoint records: not fsync'd
+	path   string
+	epPath string
+	notes  []string
 
 	mu   sync.Mutex
 	fail map[string]int
@@ -131,15 +183,26 @@ func OpenWithTimeout(path string, timeout time.Duration) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: chmod: %w", path, err)
 	}
+	// The boot the main file was last opened in (written, fsync'd, once the endpoint file is open): another
+	// boot means the machine restarted since, and the endpoint file, written without fsync, may be torn.
+	boot, _ := os.ReadFile(bootIDPath)
+	boot = bytes.TrimSpace(boot)
+	var legacy bool // the main file still holds endpoint records (schema 1, or a move that did not finish)
+	rebooted := true
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketNetworks, bucketEndpoints, bucketAllocations, bucketMeta, bucketAuthorities} {
+		for _, b := range [][]byte{bucketNetworks, bucketAllocations, bucketMeta, bucketAuthorities} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("create bucket %s: %w", b, err)
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(keySchema); v != nil && !bytes.Equal(v, schemaVersion) {
-			return fmt.Errorf("unsupported schema version %q (this build reads %q)", v, schemaVersion)
+		if v := meta.Get(keySchema); v != nil && !bytes.Equal(v, schemaVersion) && !bytes.Equal(v, schemaVersionV1) {
+			return fmt.Errorf("unsupported schema version %q (this build reads %q and %q)", v, schemaVersionV1, schemaVersion)
+		}
+		rebooted = len(boot) == 0 || !bytes.Equal(meta.Get(keyBoot), boot)
+		legacy = tx.Bucket(bucketEndpoints) != nil
+		if legacy {
+			return nil // the version changes once the records are moved
 		}
 		return meta.Put(keySchema, schemaVersion)
 	})
@@ -147,19 +210,237 @@ func OpenWithTimeout(path string, timeout time.Duration) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	return &Store{db: db, path: path, fail: map[string]int{}}, nil
+	s := &Store{db: db, path: path, epPath: EndpointsPath(path), fail: map[string]int{}}
+	if err := s.openEndpoints(timeout, rebooted); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if legacy {
+		if err := s.migrate(); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	if err := s.prune(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if rebooted && len(boot) > 0 {
+		if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyBoot, boot) }); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("open store %s: recording the boot: %w", path, err)
+		}
+	}
+	return s, nil
 }
 
-// Close closes the file and releases its lock.
-func (s *Store) Close() error {
-	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("close store %s: %w", s.path, err)
+// OpenNotes says what Open did that an operator may want to know (records moved from an earlier
+// version's file, an endpoint file found torn after a machine crash), one sentence each.
+func (s *Store) OpenNotes() []string { return s.notes }
+
+// openEndpoints opens the endpoint file, without fsync. After a restart of the machine (rebooted), a
+// machine crash may have torn it: it is checked, and one that bbolt cannot open or finds inconsistent is
+// moved aside and replaced by an empty one. Within one boot no such tear can happen (the page cache holds
+// every committed write), so an unreadable file then is an error.
+func (s *Store) openEndpoints(timeout time.Duration, rebooted bool) error {
+	_, statErr := os.Stat(s.epPath)
+	db, err := openEndpointFile(s.epPath, timeout, rebooted)
+	if err != nil && rebooted && statErr == nil && !errors.Is(err, ErrLocked) {
+		aside := fmt.Sprintf("%s.torn-%s", s.epPath, time.Now().UTC().Format("20060102T150405Z"))
+		if rerr := os.Rename(s.epPath, aside); rerr != nil {
+			return fmt.Errorf("open store %s: moving the unreadable endpoint file aside: %w (after: %w)", s.epPath, rerr, err)
+		}
+		s.notes = append(s.notes, fmt.Sprintf("the endpoint file %s could not be read after a restart of the machine (%v): "+
+			"moved to %s and started with no endpoint records (those of the last boot describe containers that are gone)",
+			s.epPath, err, aside))
+		db, err = openEndpointFile(s.epPath, timeout, false)
+	}
+	if err != nil {
+		return err
+	}
+	s.eps = db
+	return nil
+}
+
+// errCorrupt marks a file bbolt opened but found inconsistent.
+var errCorrupt = errors.New("inconsistent endpoint file")
+
+// openEndpointFile opens (creating) the endpoint file, checking its consistency first when check is set.
+func openEndpointFile(path string, timeout time.Duration, check bool) (db *bolt.DB, err error) {
+	var file *os.File
+	defer func() {
+		// bbolt panics on some torn pages (its freelist) rather than returning an error, and then keeps
+		// the file open and locked (its mapping holds the open file, and with it the lock, even once the
+		// descriptor is closed): unlock it explicitly. The mapping of the torn file stays.
+		if p := recover(); p != nil {
+			if db != nil {
+				db.Close()
+			} else if file != nil {
+				_ = unix.Flock(int(file.Fd()), unix.LOCK_UN)
+				file.Close()
+			}
+			db, err = nil, fmt.Errorf("open store %s: %w: %v", path, errCorrupt, p)
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, NoSync: true, NoGrowSync: true,
+		OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
+			f, err := os.OpenFile(name, flag, mode)
+			file = f
+			return f, err
+		}})
+	if err != nil {
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return nil, fmt.Errorf("open store %s: %w (still locked after %s)", path, ErrLocked, timeout)
+		}
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: chmod: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		if check {
+			var first error
+			for cerr := range tx.Check() { // read to the end: the checker stops when the channel closes
+				if first == nil {
+					first = cerr
+				}
+			}
+			if first != nil {
+				return fmt.Errorf("%w: %w", errCorrupt, first)
+			}
+		}
+		for _, b := range [][]byte{bucketEndpoints, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return fmt.Errorf("create bucket %s: %w", b, err)
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(keySchema); v != nil && !bytes.Equal(v, endpointsSchema) {
+			return fmt.Errorf("unsupported endpoint file version %q (this build reads %q)", v, endpointsSchema)
+		}
+		return meta.Put(keySchema, endpointsSchema)
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// migrate moves the endpoint records an earlier version kept in the main file into the endpoint file:
+// the main file's records replace the endpoint file's (they are the newer: the main file holds them only
+// when a build of the old layout wrote them, or when a move did not finish), the endpoint file is made
+// durable, and only then are they removed from the main file.
+func (s *Store) migrate() error {
+	moved := 0
+	err := s.db.View(func(tx *bolt.Tx) error {
+		old := tx.Bucket(bucketEndpoints)
+		return s.eps.Update(func(etx *bolt.Tx) error {
+			if err := etx.DeleteBucket(bucketEndpoints); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
+				return err
+			}
+			b, err := etx.CreateBucket(bucketEndpoints)
+			if err != nil {
+				return err
+			}
+			return old.ForEach(func(k, v []byte) error {
+				moved++
+				return b.Put(append([]byte(nil), k...), append([]byte(nil), v...))
+			})
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("open store %s: moving endpoint records to %s: %w", s.path, s.epPath, err)
+	}
+	if err := s.eps.Sync(); err != nil {
+		return fmt.Errorf("open store %s: moving endpoint records: syncing %s: %w", s.path, s.epPath, err)
+	}
+	if err := syncDir(filepath.Dir(s.epPath)); err != nil {
+		return fmt.Errorf("open store %s: moving endpoint records: %w", s.path, err)
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucketEndpoints); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, schemaVersion)
+	})
+	if err != nil {
+		return fmt.Errorf("open store %s: removing the moved endpoint records: %w", s.path, err)
+	}
+	s.notes = append(s.notes, fmt.Sprintf("moved %d endpoint records from %s to %s (the endpoint records are now written without fsync)",
+		moved, s.path, s.epPath))
+	return nil
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("opening directory %s: %w", dir, err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("syncing directory %s: %w", dir, err)
 	}
 	return nil
 }
 
-// Path returns the file path.
+// prune deletes endpoint records whose network is not in the main file.
+func (s *Store) prune() error {
+	nets := map[string]bool{}
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketNetworks).ForEach(func(k, _ []byte) error { nets[string(k)] = true; return nil })
+	}); err != nil {
+		return fmt.Errorf("open store %s: %w", s.path, err)
+	}
+	pruned := 0
+	err := s.eps.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEndpoints)
+		var orphans [][]byte
+		if err := b.ForEach(func(k, _ []byte) error {
+			if netID, _, _ := strings.Cut(string(k), "/"); !nets[netID] {
+				orphans = append(orphans, append([]byte(nil), k...))
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range orphans {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		pruned = len(orphans)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("open store %s: deleting endpoint records of deleted networks: %w", s.epPath, err)
+	}
+	if pruned > 0 {
+		s.notes = append(s.notes, fmt.Sprintf("deleted %d endpoint records of networks that are no longer in %s", pruned, s.path))
+	}
+	return nil
+}
+
+// Close closes the files and releases their locks.
+func (s *Store) Close() error {
+	var errs []error
+	if s.eps != nil {
+		if err := s.eps.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close store %s: %w", s.epPath, err))
+		}
+	}
+	if err := s.db.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close store %s: %w", s.path, err))
+	}
+	return errors.Join(errs...)
+}
+
+// Path returns the main file's path.
 func (s *Store) Path() string { return s.path }
+
+// EndpointsPath returns the endpoint file's path.
+func (s *Store) EndpointsPath() string { return s.epPath }
 
 // FailNext arms a one-shot failure: the next call of op (the method name,
 // e.g. "PutEndpoint") fails with an error wrapping ErrInjected and changes
@@ -239,10 +520,14 @@ func (s *Store) DeleteNetwork(id string) error {
 	if err := netconfig.ValidateID("network", id); err != nil {
 		return fmt.Errorf("delete network: %w", err)
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketNetworks).Delete([]byte(id)); err != nil {
-			return err
-		}
+	// The network first: a stop between the two files leaves endpoint records of no network, which Open
+	// deletes.
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketNetworks).Delete([]byte(id))
+	}); err != nil {
+		return fmt.Errorf("delete network %s: %w", id, err)
+	}
+	err := s.eps.Update(func(tx *bolt.Tx) error {
 		eps := tx.Bucket(bucketEndpoints)
 		prefix := epPrefix(id)
 		var keys [][]byte
@@ -258,7 +543,7 @@ func (s *Store) DeleteNetwork(id string) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("delete network %s: %w", id, err)
+		return fmt.Errorf("delete network %s: its endpoint records in %s: %w", id, s.epPath, err)
 	}
 	return nil
 }
@@ -302,12 +587,17 @@ func (s *Store) PutEndpoint(e EndpointRecord) error {
 	if err != nil {
 		return fmt.Errorf("put endpoint %s of network %s: encode: %w", e.EndpointID, e.NetworkID, err)
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.db.View(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketNetworks).Get([]byte(e.NetworkID)) == nil {
 			return fmt.Errorf("network %w", ErrNotFound)
 		}
-		return tx.Bucket(bucketEndpoints).Put(epKey(e.NetworkID, e.EndpointID), v)
+		return nil
 	})
+	if err == nil {
+		err = s.eps.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketEndpoints).Put(epKey(e.NetworkID, e.EndpointID), v)
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("put endpoint %s of network %s: %w", e.EndpointID, e.NetworkID, err)
 	}
@@ -327,7 +617,7 @@ func (s *Store) GetEndpoint(netID, epID string) (EndpointRecord, bool, error) {
 		return e, false, fmt.Errorf("get endpoint: %w", err)
 	}
 	found := false
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.eps.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketEndpoints).Get(epKey(netID, epID))
 		if v == nil {
 			return nil
@@ -353,7 +643,7 @@ func (s *Store) DeleteEndpoint(netID, epID string) error {
 	if err := netconfig.ValidateID("endpoint", epID); err != nil {
 		return fmt.Errorf("delete endpoint: %w", err)
 	}
-	if err := s.db.Update(func(tx *bolt.Tx) error {
+	if err := s.eps.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketEndpoints).Delete(epKey(netID, epID))
 	}); err != nil {
 		return fmt.Errorf("delete endpoint %s of network %s: %w", epID, netID, err)
@@ -375,7 +665,7 @@ func (s *Store) ListEndpoints(netID string) ([]EndpointRecord, error) {
 		prefix = epPrefix(netID)
 	}
 	var out []EndpointRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.eps.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEndpoints).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			var e EndpointRecord
