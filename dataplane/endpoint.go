@@ -1,13 +1,20 @@
 package dataplane
 
 import (
+	"errors"
 	"fmt"
 	"net"
 
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 	"github.com/vxsafe/overlay/netconfig"
+	"golang.org/x/sys/unix"
 )
+
+// ErrParentGone is wrapped by CreateEndpointIf's error when the kernel refused the interface because of
+// its parent (EndpointSpec.ParentIndex): no such device (ENODEV), or not one a macvlan can sit on
+// (EINVAL). The caller's idea of the network's device is out of date.
+var ErrParentGone = errors.New("the parent device is gone or unsuitable")
 
 // EndpointSpec is the interface of one endpoint: a macvlan (bridge mode) on the network's VXLAN device,
 // created in the host namespace and handed to libnetwork, which moves it into the container.
@@ -54,6 +61,9 @@ func (m *Manager) CreateEndpointIf(spec EndpointSpec) ([]Removed, error) {
 		Mode:      netlink.MACVLAN_MODE_BRIDGE,
 	}
 	if err := m.h.LinkAdd(mv); err != nil {
+		if errors.Is(err, unix.ENODEV) || errors.Is(err, unix.EINVAL) {
+			return removed, fmt.Errorf("creating %s on ifindex %d: %w: %w", spec, spec.ParentIndex, ErrParentGone, err)
+		}
 		return removed, fmt.Errorf("creating %s on ifindex %d: %w", spec, spec.ParentIndex, err)
 	}
 	// The kernel ignores an alias in the create request (IFLA_IFALIAS is applied only to existing links),

@@ -118,7 +118,7 @@ type netState struct {
 	mu      sync.Mutex // serialises Join, Leave, DeleteEndpoint and sweeps on this network
 	rec     store.NetworkRecord
 	spec    dataplane.VXLANSpec
-	vxIndex int                      // 0 while the device is not there
+	vxIndex int                      // 0 while the device is not there (as far as the driver knows: see JoinNamed)
 	joined  map[string]localEndpoint // endpoints joined on this host (from their record's write on)
 }
 

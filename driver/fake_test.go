@@ -97,6 +97,13 @@ func (f *fakeDataplane) CreateEndpointIf(spec dataplane.EndpointSpec) ([]datapla
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.called("CreateEndpointIf")
+	parent := false
+	for _, d := range f.devices {
+		parent = parent || d.index == spec.ParentIndex
+	}
+	if !parent {
+		return nil, fmt.Errorf("creating %s on ifindex %d: %w: no such device", spec, spec.ParentIndex, dataplane.ErrParentGone)
+	}
 	f.next++
 	f.ifs[spec.Name] = fakeIf{spec: spec, index: f.next}
 	return nil, nil

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -415,13 +416,33 @@ func (d *Driver) JoinNamed(req *network.JoinRequest) (*JoinResponse, error) {
 		}
 		d.releaseDeviceLocked(ns)
 	}
-	if err := d.ensureDeviceLocked(ns, log); err != nil {
-		undo()
-		return nil, fmt.Errorf("join of endpoint %s on network %s: %w", netconfig.ShortID(req.EndpointID), netconfig.ShortID(req.NetworkID), err)
+	if ns.vxIndex == 0 {
+		if err := d.ensureDeviceLocked(ns, log); err != nil {
+			undo()
+			return nil, fmt.Errorf("join of endpoint %s on network %s: %w", netconfig.ShortID(req.EndpointID), netconfig.ShortID(req.NetworkID), err)
+		}
 	}
-	removed, err := d.dp.CreateEndpointIf(dataplane.EndpointSpec{NetworkID: req.NetworkID, EndpointID: req.EndpointID,
-		Name: ep.IfName, ParentIndex: ns.vxIndex, MAC: mac, MTU: ns.spec.MTU})
+	// The device's cached ifindex is trusted, without a lookup (a netlink request waits on the kernel's
+	// rtnl lock, behind every link change on the machine): the kernel refuses a macvlan on an ifindex that
+	// is gone (ifindexes are not reused in a namespace: the kernel hands them out cyclically) and on one
+	// that is no device a macvlan can sit on. Then the device is made again, with every check of a first
+	// Join (EnsureVXLAN: ours and current, or stale and removed, or a conflict refused), and the interface
+	// created once more.
+	spec := dataplane.EndpointSpec{NetworkID: req.NetworkID, EndpointID: req.EndpointID,
+		Name: ep.IfName, ParentIndex: ns.vxIndex, MAC: mac, MTU: ns.spec.MTU}
+	removed, err := d.dp.CreateEndpointIf(spec)
 	d.countRemoved(removed)
+	if errors.Is(err, dataplane.ErrParentGone) {
+		log.WithError(err).WithField("interface", ns.spec.Name).Warn("the network's vxlan interface is gone or was replaced; making it again")
+		ns.vxIndex = 0
+		if err := d.ensureDeviceLocked(ns, log); err != nil {
+			undo()
+			return nil, fmt.Errorf("join of endpoint %s on network %s: %w", netconfig.ShortID(req.EndpointID), netconfig.ShortID(req.NetworkID), err)
+		}
+		spec.ParentIndex, spec.MTU = ns.vxIndex, ns.spec.MTU
+		removed, err = d.dp.CreateEndpointIf(spec)
+		d.countRemoved(removed)
+	}
 	if err != nil {
 		undo()
 		return nil, fmt.Errorf("join of endpoint %s on network %s: %w", netconfig.ShortID(req.EndpointID), netconfig.ShortID(req.NetworkID), err)
