@@ -158,6 +158,9 @@ type Agent struct {
 	closed    atomic.Bool
 
 	sent, received, syncsSent, syncsReceived atomic.Uint64
+	// pulls: outstanding pull requests (digest.go); pullsSent: requests sent.
+	pulls     atomic.Int32
+	pullsSent atomic.Uint64
 
 	refusalMu   sync.Mutex
 	refusalLog  map[string]refusalWindow // owner+network+reason -> lines logged in the current window
@@ -723,6 +726,12 @@ func (d *delegate) NotifyMsg(buf []byte) {
 	case err == nil && typ == msgKeyRequest:
 		go a.handleKeyRequest(body)
 		return
+	case err == nil && typ == msgPull:
+		go a.handlePull(body) // it answers over a reliable send: not on memberlist's receive path
+		return
+	case err == nil && typ == msgGroups:
+		a.handleGroups(body)
+		return
 	case err == nil && typ != msgDelta:
 		err = fmt.Errorf("unexpected gossip message type %d", typ)
 	}
@@ -779,6 +788,9 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	}
 	a.apply(func() []Event { return a.tbl.applyState(s, time.Now()) })
 	a.syncsReceived.Add(1)
+	if owners := a.tbl.mismatched(s); len(owners) > 0 && !a.closed.Load() {
+		go a.pull(s.From, owners)
+	}
 }
 
 // eventDelegate implements memberlist.EventDelegate for an Agent. memberlist

@@ -90,6 +90,7 @@ type ownerState struct {
 	goneAt time.Time
 	recs   map[recKey]*record
 	shown  map[recKey]Endpoint // announced with Added and not yet Removed
+	synced time.Time           // the last full sync
 	// floor: the highest seq of the current incarnation's removals that expired here. A record of that
 	// incarnation at or below it, for an endpoint this node holds nothing of, is a replay.
 	floor uint64
@@ -165,10 +166,10 @@ func (t *table) localWithdraw(network, endpointID string, now time.Time) (wireGr
 	return wireGroup{Owner: t.self, Records: []wireRecord{r.wire(now)}}, true
 }
 
-// state returns the full table for push/pull: the own group (complete up to
-// the own clock) first, then what is known about owners that are live
-// members. Records of owners that are down or unknown are not relayed, so
-// state about departed nodes dies out instead of circulating.
+// state returns the table for push/pull: the own group (complete up to the own clock), then a digest
+// of what is held of each owner that is a live member (the records themselves go to whoever asks:
+// digest.go). Records of owners that are down or unknown are not relayed, so state about departed
+// nodes dies out instead of circulating.
 func (t *table) state(now time.Time) wireState {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -189,11 +190,7 @@ func (t *table) state(now time.Time) wireState {
 		if len(o.recs) == 0 || !o.known || !o.live {
 			continue
 		}
-		g := wireGroup{Owner: o.name, Records: make([]wireRecord, 0, len(o.recs))}
-		for _, r := range o.recs {
-			g.Records = append(g.Records, r.wire(now))
-		}
-		s.Groups = append(s.Groups, g)
+		s.Digests = append(s.Digests, digestLocked(o))
 	}
 	return s
 }
@@ -595,6 +592,7 @@ func (t *table) tick(now time.Time) []Event {
 	var evs []Event
 	for _, name := range t.ownerNamesLocked() {
 		o := t.owners[name]
+		var expired []recKey
 		for k, r := range o.recs {
 			if now.Sub(r.stamp) < t.ttl {
 				continue
@@ -604,13 +602,19 @@ func (t *table) tick(now time.Time) []Event {
 					o.floor = max(o.floor, r.seq)
 				}
 				delete(o.recs, k)
+				expired = append(expired, k)
 			}
 		}
 		forget := !o.live && !now.Before(maxTime(t.expiry(o), o.downAt.Add(t.ttl)))
 		if forget {
 			o.recs = map[recKey]*record{}
 		}
-		evs = append(evs, t.sync(o, now)...)
+		if !forget && o.settledLocked() {
+			// A full sync would cost all of o's records every tick, at every node, for nothing.
+			evs = append(evs, t.syncKeys(o, expired, now)...)
+		} else {
+			evs = append(evs, t.sync(o, now)...)
+		}
 		if forget && len(o.shown) == 0 {
 			delete(t.owners, name)
 			delete(t.peers, name)
@@ -637,32 +641,36 @@ func (t *table) visibleLocked(o *ownerState, r *record, now time.Time) bool {
 // difference between the visible records of o and what was announced.
 // Caller holds mu.
 func (t *table) sync(o *ownerState, now time.Time) []Event {
-	want := make(map[recKey]Endpoint)
+	o.synced = now
 	for k, r := range o.recs {
 		if o.known && r.inc != o.inc && (r.inc < o.inc || r.inc == o.prevInc) && !o.inPrevWindow(r.inc, now) {
 			delete(o.recs, k) // superseded incarnation
-			continue
-		}
-		if t.visibleLocked(o, r, now) {
-			want[k] = r.ep
 		}
 	}
 	var removed, added []Event
 	for k, ep := range o.shown {
-		if w, ok := want[k]; !ok || w != ep {
+		if r, ok := o.recs[k]; !ok || r.ep != ep || !t.visibleLocked(o, r, now) {
 			removed = append(removed, Event{Kind: Removed, Endpoint: ep, Node: o.name})
 			delete(o.shown, k)
 		}
 	}
-	for k, ep := range want {
-		if _, ok := o.shown[k]; !ok {
-			added = append(added, Event{Kind: Added, Endpoint: ep, Node: o.name})
-			o.shown[k] = ep
+	for k, r := range o.recs {
+		if _, shown := o.shown[k]; !shown && t.visibleLocked(o, r, now) {
+			added = append(added, Event{Kind: Added, Endpoint: r.ep, Node: o.name})
+			o.shown[k] = r.ep
 		}
 	}
 	sortEvents(removed)
 	sortEvents(added)
 	return append(removed, added...)
+}
+
+// settledLocked reports whether time alone can change nothing of o's visible records since its last
+// full sync: o is a live member of a known incarnation whose previous incarnation's window (if any)
+// had ended by then. Every other change to o (records, incarnation, liveness, host reports) syncs it
+// when it happens. Caller holds mu.
+func (o *ownerState) settledLocked() bool {
+	return o.live && o.known && !o.prevUntil.After(o.synced)
 }
 
 // syncKeys is sync for the records of keys alone: those a delta changed. A delta changes no state of

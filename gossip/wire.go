@@ -19,6 +19,8 @@ const (
 	msgRekey      byte = 3 // a key notice for one member (reliable, direct)
 	msgAck        byte = 4 // a member applied a key notice (reliable, direct)
 	msgKeyRequest byte = 5 // a member asks for a network's current keys (reliable, direct)
+	msgPull       byte = 6 // a member asks for the records held of some owners (reliable, direct; digest.go)
+	msgGroups     byte = 7 // the answer to msgPull: those owners' records (reliable, direct)
 
 	metaVersion byte = 1
 	metaLen          = 9 // version byte + big-endian incarnation
@@ -64,8 +66,9 @@ type wireGroup struct {
 	Records []wireRecord `json:"r"`
 }
 
-// wireState is a node's full table. The group whose Owner equals From is
-// complete up to (Inc, Clock).
+// wireState is a node's table for push/pull. The group whose Owner equals From is complete up to
+// (Inc, Clock). Of the other owners it carries digests (digest.go); a node of an earlier version sent
+// their groups in full, which are merged as relayed.
 type wireState struct {
 	From   string      `json:"from"`
 	Inc    uint64      `json:"inc"`
@@ -73,6 +76,7 @@ type wireState struct {
 	Groups []wireGroup `json:"g"`
 	// Manifests: one per keyed network the sender has declared.
 	Manifests []wireManifest `json:"m,omitempty"`
+	Digests   []wireDigest   `json:"dg,omitempty"`
 }
 
 func encodeMsg(typ byte, v any) ([]byte, error) {
