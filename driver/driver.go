@@ -120,6 +120,7 @@ type netState struct {
 	spec    dataplane.VXLANSpec
 	vxIndex int                      // 0 while the device is not there (as far as the driver knows: see JoinNamed)
 	joined  map[string]localEndpoint // endpoints joined on this host (from their record's write on)
+	pending map[string]string        // endpoint ID -> interface name: deletes DeleteEndpoint left to the background
 }
 
 // ipv6 returns the network's IPv6 prefix (netconfig.OptIPv6), nil for a network without IPv6. The
@@ -174,7 +175,8 @@ type Driver struct {
 	st    *store.Store
 	alloc *vni.Allocator
 
-	sweep *sweepState
+	sweep   *sweepState
+	cleanup cleaner
 
 	mu       sync.Mutex
 	networks map[string]*netState
@@ -236,7 +238,7 @@ func (d *Driver) newNetState(rec store.NetworkRecord) *netState {
 	if port == 0 {
 		port = d.cfg.Port
 	}
-	return &netState{rec: rec, joined: map[string]localEndpoint{}, spec: dataplane.VXLANSpec{
+	return &netState{rec: rec, joined: map[string]localEndpoint{}, pending: map[string]string{}, spec: dataplane.VXLANSpec{
 		NetworkID: rec.ID, Name: netconfig.DeviceName(rec.VNI, rec.ID), VNI: rec.VNI, Port: port, MTU: rec.MTU,
 		IPv6: rec.Options[netconfig.OptIPv6] != "",
 	}}

@@ -84,17 +84,41 @@ func startConfig(t *testing.T, host *nstest.NS, dir string, hooks *dataplane.Hoo
 			}}}}
 	t.Cleanup(func() {
 		l.Close()
+		if err := h.drv.Flush(flushContext(t)); err != nil {
+			t.Error(err)
+		}
 		dp.Close()
 		st.Close()
 	})
 	return h
 }
 
-// call posts req to method and decodes the answer into resp; it returns the plugin's error text.
+// flushContext bounds a wait for the driver's background deletes.
+func flushContext(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// call posts req to method and decodes the answer into resp; it returns the plugin's error text. After a
+// DeleteEndpoint that succeeded it waits for the background deletes (the interface, the device), so that
+// tests see the kernel as it settles; raw does not.
 func (h *harness) call(method string, req, resp any) string {
 	h.t.Helper()
 	body, _ := json.Marshal(req)
-	return h.raw(method, bytes.NewReader(body), resp)
+	e := h.raw(method, bytes.NewReader(body), resp)
+	if method == "DeleteEndpoint" && e == "" {
+		h.flush()
+	}
+	return e
+}
+
+// flush waits for the driver's background deletes.
+func (h *harness) flush() {
+	h.t.Helper()
+	if err := h.drv.Flush(flushContext(h.t)); err != nil {
+		h.t.Fatal(err)
+	}
 }
 
 func (h *harness) raw(method string, body io.Reader, resp any) string {

@@ -28,6 +28,9 @@ type fakeDataplane struct {
 	sandboxes map[string]bool          // sandbox key -> exists; a key not listed is unknown
 	ensureErr error                    // returned by the next EnsureVXLAN
 	calls     map[string]int
+	// deleteGate, when set, holds every DeleteEndpointIf until a value is received from it (the value
+	// is what it returns).
+	deleteGate chan error
 }
 
 type fakeDevice struct {
@@ -111,8 +114,16 @@ func (f *fakeDataplane) CreateEndpointIf(spec dataplane.EndpointSpec) ([]datapla
 
 func (f *fakeDataplane) DeleteEndpointIf(netID, epID, name string) error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
+	gate := f.deleteGate
 	f.called("DeleteEndpointIf")
+	f.mu.Unlock()
+	if gate != nil {
+		if err := <-gate; err != nil {
+			return err
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if i, ok := f.ifs[name]; ok && !i.inContainer && i.spec.NetworkID == netID && i.spec.EndpointID == epID {
 		delete(f.ifs, name)
 	}
@@ -280,7 +291,26 @@ func newUnit(t *testing.T) *unit {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		u.dp.mu.Lock()
+		gate := u.dp.deleteGate
+		u.dp.mu.Unlock()
+		if gate != nil {
+			close(gate) // a test that stopped early: let the background deletes end
+		}
+		if err := u.drv.Flush(flushContext(t)); err != nil {
+			t.Error(err)
+		}
+	})
 	return u
+}
+
+// flush waits for the driver's background deletes.
+func (u *unit) flush() {
+	u.t.Helper()
+	if err := u.drv.Flush(flushContext(u.t)); err != nil {
+		u.t.Fatal(err)
+	}
 }
 
 // createNetwork allocates and creates network id with subnet 10.0.1.0/24 (gateway 10.0.1.1).

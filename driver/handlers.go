@@ -330,8 +330,9 @@ func (d *Driver) endpointNetwork(netID, epID string) (*netState, error) {
 	return d.network(netID)
 }
 
-// DeleteEndpoint removes the endpoint's interface (once libnetwork moved it back) and record, and the
-// network's device when no endpoint of the network is joined on this host any more.
+// DeleteEndpoint removes the endpoint's record and answers; its interface (once libnetwork moved it back)
+// is deleted in the background, and then the network's device when no endpoint of the network is joined
+// on this host any more (cleanup.go).
 func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
 	ns, err := d.endpointNetwork(req.NetworkID, req.EndpointID)
 	if err != nil {
@@ -339,16 +340,12 @@ func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
 	}
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
-	ifName := netconfig.EndpointIfName(req.EndpointID)
-	if err := d.dp.DeleteEndpointIf(req.NetworkID, req.EndpointID, ifName); err != nil {
-		return fmt.Errorf("deleting endpoint %s: %w", netconfig.ShortID(req.EndpointID), err)
-	}
 	if err := d.st.DeleteEndpoint(req.NetworkID, req.EndpointID); err != nil {
-		return fmt.Errorf("deleting endpoint %s from %s: %w", netconfig.ShortID(req.EndpointID), d.st.Path(), err)
+		return fmt.Errorf("deleting endpoint %s from %s: %w", netconfig.ShortID(req.EndpointID), d.st.EndpointsPath(), err)
 	}
 	delete(ns.joined, req.EndpointID)
 	d.cfg.Services.Left(req.EndpointID)
-	d.releaseDeviceLocked(ns)
+	d.deleteLater(ns, req.NetworkID, req.EndpointID, netconfig.EndpointIfName(req.EndpointID))
 	return nil
 }
 
@@ -418,6 +415,12 @@ func (d *Driver) JoinNamed(req *network.JoinRequest) (*JoinResponse, error) {
 	}
 	if ns.vxIndex == 0 {
 		if err := d.ensureDeviceLocked(ns, log); err != nil {
+			undo()
+			return nil, fmt.Errorf("join of endpoint %s on network %s: %w", netconfig.ShortID(req.EndpointID), netconfig.ShortID(req.NetworkID), err)
+		}
+	}
+	if len(ns.pending) > 0 {
+		if err := d.takePendingNamed(ns, ep.IfName); err != nil {
 			undo()
 			return nil, fmt.Errorf("join of endpoint %s on network %s: %w", netconfig.ShortID(req.EndpointID), netconfig.ShortID(req.NetworkID), err)
 		}

@@ -187,6 +187,7 @@ func TestUnitJoinLeaveLifecycle(t *testing.T) {
 	if err := u.drv.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: netID, EndpointID: epID(1)}); err != nil {
 		t.Fatal(err)
 	}
+	u.flush()
 	if _, ok := u.dp.VXLANIndex(ns.spec); ok || ns.vxIndex != 0 {
 		t.Error("the device outlived the network's last endpoint")
 	}

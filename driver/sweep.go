@@ -182,7 +182,8 @@ func (d *Driver) sweepInterfaces() int {
 			continue
 		}
 		ns.mu.Lock()
-		if !ns.isJoined(l.EndpointID) && d.sweepLink(l, "its endpoint is not joined to any container") {
+		_, pending := ns.pending[l.EndpointID] // DeleteEndpoint's background delete is on it
+		if !ns.isJoined(l.EndpointID) && !pending && d.sweepLink(l, "its endpoint is not joined to any container") {
 			removed++
 		}
 		ns.mu.Unlock()
@@ -207,7 +208,7 @@ func (d *Driver) sweepInterfaces() int {
 		ns, known := d.lookup(l.NetworkID)
 		if known {
 			ns.mu.Lock()
-			if len(ns.joined) == 0 && d.sweepDevice(l, carries, "its network has no endpoint joined on this host") {
+			if len(ns.joined) == 0 && len(ns.pending) == 0 && d.sweepDevice(l, carries, "its network has no endpoint joined on this host") {
 				ns.vxIndex = 0
 				removed++
 			}

@@ -217,9 +217,25 @@ func serve(ctx context.Context, env func(string) string) error {
 	case <-ctx.Done():
 		l.Close()
 		log.Info("vxsafe stopping")
+		flush(d, log)
 		return nil
 	case err := <-errc:
+		flush(d, log)
 		return fmt.Errorf("serving %s: %w", s.Socket, err)
+	}
+}
+
+// flushTimeout bounds the wait for the endpoint interfaces still to be deleted at shutdown (each takes
+// the kernel tens of milliseconds; dockerd kills a plugin that does not stop within its own timeout).
+const flushTimeout = 10 * time.Second
+
+// flush waits for the endpoint interfaces DeleteEndpoint left to the background; those not deleted in
+// time are the sweep's at the next start.
+func flush(d *driver.Driver, log *logrus.Entry) {
+	ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+	defer cancel()
+	if err := d.Flush(ctx); err != nil {
+		log.WithError(err).Warn("stopping before every deleted endpoint's interface is gone; the sweep at the next start deletes the rest")
 	}
 }
 
