@@ -20,6 +20,7 @@ import (
 	"time"
 
 	metrics "github.com/hashicorp/go-metrics"
+	"github.com/hashicorp/memberlist"
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 )
@@ -75,14 +76,10 @@ func BenchmarkGossipScale(b *testing.B) {
 		b.Fatal(err)
 	}
 	fmt.Printf("SCALE machine: %d CPUs, %s; one process, every node's agent on its own loopback address\n", runtime.NumCPU(), runtime.Version())
-	fmt.Printf("SCALE %5s %11s %11s %11s %12s %12s %12s %12s %11s\n", "nodes", "join(s)", "conv p50", "conv p99",
-		"rest B/s/n", "churn B/s/n", "bytes/upd/n", "heap/n 10k", "dead(s)")
 	var rows []scaleRow
 	for _, n := range sizes {
-		r := runScale(b, n, sink)
-		rows = append(rows, r)
-		fmt.Printf("SCALE %5d %11.1f %9.0fms %9.0fms %12.0f %12.0f %12.0f %10.1fMB %11.1f\n", r.nodes, r.join.Seconds(),
-			ms(r.convP50), ms(r.convP99), r.restBps, r.churnBps, r.perUpdate, r.heapPerNode/1e6, r.dead.Seconds())
+		rows = append(rows, runScale(b, n, sink))
+		printScale(rows)
 	}
 	for i := 1; i < len(rows); i++ {
 		a, z := rows[0], rows[i]
@@ -94,11 +91,166 @@ func BenchmarkGossipScale(b *testing.B) {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
+// printScale prints the table of the sizes run so far.
+func printScale(rows []scaleRow) {
+	fmt.Printf("SCALE %5s %8s %8s %9s %9s %11s %11s %11s %10s %8s %9s %9s %9s %9s\n", "nodes", "join(s)", "load(s)",
+		"conv p50", "conv p99", "rest B/s/n", "churn B/s/n", "B/upd/n", "heap/n", "dead(s)",
+		"cut(s)", "kept", "rejoin(s)", "caught(s)")
+	for _, r := range rows {
+		fmt.Printf("SCALE %5d %8.1f %8.1f %7.0fms %7.0fms %11.0f %11.0f %11.0f %8.1fMB %8.1f %9.1f %9s %9.1f %9.1f\n",
+			r.nodes, r.join.Seconds(), r.load.Seconds(), ms(r.convP50), ms(r.convP99), r.restBps, r.churnBps, r.perUpdate,
+			r.heapPerNode/1e6, r.dead.Seconds(), r.partDetect.Seconds(), fmt.Sprintf("%d/%d", r.partKept, r.partHad),
+			r.healMembers.Seconds(), r.healData.Seconds())
+	}
+}
+
 type scaleRow struct {
-	nodes                        int
-	join, convP50, convP99, dead time.Duration
-	restBps, churnBps, perUpdate float64
-	heapPerNode                  float64
+	nodes                              int
+	join, load, convP50, convP99, dead time.Duration
+	restBps, churnBps, perUpdate       float64
+	heapPerNode                        float64
+	// The partition: how long until both sides saw the other as failed, how many of the minority's
+	// endpoints the majority still showed then (of how many), and after the heal how long until all
+	// were members again and the minority knew the endpoints published meanwhile.
+	partDetect, healMembers, healData time.Duration
+	partKept, partHad                 int
+}
+
+// partition cuts the simulated network between the minority's nodes and the others while on: their
+// transports drop the packets and refuse the connections that would cross it.
+type partition struct {
+	on    atomic.Bool
+	minor map[string]bool // the minority's gossip addresses
+}
+
+func (p *partition) wrap(self string) func(*memberlist.NetTransport) memberlist.Transport {
+	return func(nt *memberlist.NetTransport) memberlist.Transport {
+		return &cutTransport{NetTransport: nt, p: p, minor: p.minor[self]}
+	}
+}
+
+type cutTransport struct {
+	*memberlist.NetTransport
+	p     *partition
+	minor bool
+}
+
+func (t *cutTransport) cut(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	return err == nil && t.p.on.Load() && t.p.minor[host] != t.minor
+}
+
+func (t *cutTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	if t.cut(addr) {
+		return time.Now(), nil // lost on the way
+	}
+	return t.NetTransport.WriteTo(b, addr)
+}
+
+func (t *cutTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+	if t.cut(a.Addr) {
+		return time.Now(), nil
+	}
+	return t.NetTransport.WriteToAddress(b, a)
+}
+
+func (t *cutTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	if t.cut(addr) {
+		return nil, fmt.Errorf("dial %s: partitioned", addr)
+	}
+	return t.NetTransport.DialTimeout(addr, timeout)
+}
+
+func (t *cutTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	if t.cut(a.Addr) {
+		return nil, fmt.Errorf("dial %s: partitioned", a.Addr)
+	}
+	return t.NetTransport.DialAddressTimeout(a, timeout)
+}
+
+// runPartition cuts the minority off, waits until both sides have declared the other failed, publishes
+// 10 endpoints on the majority, heals the cut and has the minority join node 0 again (as the plugin's
+// rejoin loop does with the swarm's managers), then waits until everyone is a member again and the
+// minority knows the 10 endpoints.
+func runPartition(b *testing.B, r *scaleRow, part *partition, agents []*Agent, addr func(int) string, next *int) {
+	b.Helper()
+	n := len(agents)
+	var major, minor []*Agent
+	var majorIdx []int
+	for i, a := range agents {
+		if part.minor[addr(i)] {
+			minor = append(minor, a)
+		} else {
+			major = append(major, a)
+			majorIdx = append(majorIdx, i)
+		}
+	}
+	minorityEPs := func(a *Agent) int {
+		c := 0
+		for _, ep := range a.tbl.remote("") {
+			if part.minor[ep.VTEP] {
+				c++
+			}
+		}
+		return c
+	}
+	r.partHad = minorityEPs(agents[0])
+	t0 := time.Now()
+	part.on.Store(true)
+	scaleWait(b, 3*time.Minute, "both sides of the partition declaring the other failed", func() bool {
+		for _, a := range major {
+			if a.Stats().Members != len(major) {
+				return false
+			}
+		}
+		for _, a := range minor {
+			if a.Stats().Members != len(minor) {
+				return false
+			}
+		}
+		return true
+	})
+	r.partDetect = time.Since(t0)
+	r.partKept = minorityEPs(agents[0])
+	var eps []Endpoint
+	for i := range 10 {
+		node := majorIdx[i%len(majorIdx)]
+		ep := scaleEndpoint(2, *next, addr(node))
+		*next++
+		agents[node].Publish(ep)
+		eps = append(eps, ep)
+	}
+	part.on.Store(false)
+	t0 = time.Now()
+	for _, a := range minor {
+		if _, err := a.Join([]string{addr(0) + ":7947"}); err != nil {
+			b.Fatalf("a minority node joining node 0 after the heal: %v", err)
+		}
+	}
+	scaleWait(b, 3*time.Minute, "every node a member again after the heal", func() bool {
+		for _, a := range agents {
+			if a.Stats().Members != n {
+				return false
+			}
+		}
+		return true
+	})
+	r.healMembers = time.Since(t0)
+	scaleWait(b, 3*time.Minute, "the minority knowing the endpoints published during the partition", func() bool {
+		for _, a := range minor {
+			known := map[string]bool{}
+			for _, ep := range a.tbl.remote(eps[0].Network) {
+				known[ep.EndpointID] = true
+			}
+			for _, ep := range eps {
+				if !known[ep.EndpointID] {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	r.healData = time.Since(t0)
 }
 
 // byteSink counts the bytes memberlist reports sent (UDP and TCP), for every node of the process.
@@ -175,6 +327,12 @@ func runScale(b *testing.B, n int, sink *byteSink) scaleRow {
 		keys[i] = NetworkKeys{Primary: k}
 	}
 	addr := func(i int) string { return fmt.Sprintf("127.10.%d.%d", i/200, i%200+1) }
+	// 10% of the nodes (not the one that dies later) make the minority of a partition.
+	part := &partition{minor: map[string]bool{}}
+	minority := max(1, n/10)
+	for i := n - 1 - minority; i < n-1; i++ {
+		part.minor[addr(i)] = true
+	}
 	agents := make([]*Agent, n)
 	defer func() {
 		for _, a := range agents {
@@ -186,7 +344,8 @@ func runScale(b *testing.B, n int, sink *byteSink) scaleRow {
 	start := time.Now()
 	for i := range agents {
 		a, err := New(Config{NodeName: fmt.Sprintf("node%03d", i), BindAddr: addr(i), BindPort: 7947, AdvertiseAddr: addr(i),
-			GracePeriod: 10 * time.Second, VTEPCheck: true, RejoinInterval: -1, Log: logrus.NewEntry(lg)}, w.on)
+			GracePeriod: 10 * time.Second, VTEPCheck: true, RejoinInterval: -1, Log: logrus.NewEntry(lg),
+			transport: part.wrap(addr(i))}, w.on)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -240,6 +399,7 @@ func runScale(b *testing.B, n int, sink *byteSink) scaleRow {
 		}
 		return true
 	})
+	r.load = time.Since(phase)
 	progress("10,000 endpoints known everywhere")
 	runtime.GC()
 	var after runtime.MemStats
@@ -302,6 +462,8 @@ func runScale(b *testing.B, n int, sink *byteSink) scaleRow {
 	r.churnBps = float64(sink.sent.Load()-s0) / window.Seconds() / float64(n)
 	r.perUpdate = (r.churnBps - r.restBps) / (float64(changes) / window.Seconds())
 	progress("rest and churn windows")
+	runPartition(b, &r, part, agents, addr, &next)
+	progress("partition and heal")
 
 	// A node dies: its agent stops without leaving, and every other node hears its host is gone.
 	victim := n - 1

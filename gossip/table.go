@@ -91,6 +91,9 @@ type ownerState struct {
 	recs   map[recKey]*record
 	shown  map[recKey]Endpoint // announced with Added and not yet Removed
 	synced time.Time           // the last full sync
+	// expireAt: no record of o can expire before then (tick skips the scan); zero: scan at the next
+	// tick. Only tombstones and records of another incarnation than o's current one expire.
+	expireAt time.Time
 	// floor: the highest seq of the current incarnation's removals that expired here. A record of that
 	// incarnation at or below it, for an endpoint this node holds nothing of, is a replay.
 	floor uint64
@@ -265,7 +268,17 @@ func (t *table) merge(o *ownerState, r wireRecord, now time.Time) (wireRecord, b
 		return r, false
 	}
 	o.recs[k] = &record{ep: r.endpoint(), inc: r.Inc, seq: r.Seq, deleted: r.Deleted, stamp: stamp, keyID: r.KeyID, tag: r.Tag}
+	if r.Deleted || !o.known || r.Inc != o.inc {
+		o.noteExpiry(stamp.Add(t.ttl))
+	}
 	return r, true
+}
+
+// noteExpiry records that a record of o may expire at at.
+func (o *ownerState) noteExpiry(at time.Time) {
+	if !o.expireAt.IsZero() && at.Before(o.expireAt) {
+		o.expireAt = at
+	}
 }
 
 // refuseLocked counts a refused record and keeps it for the agent to log. Caller holds mu.
@@ -402,6 +415,7 @@ func (t *table) applyGroupLocked(g wireGroup, s wireState, vouched map[string]bo
 			switch {
 			case rec.inc == s.Inc && rec.seq <= s.Clock && !rec.deleted:
 				o.recs[k] = &record{ep: Endpoint{Network: k.network, EndpointID: k.endpoint}, inc: s.Inc, seq: s.Clock, deleted: true, stamp: now}
+				o.noteExpiry(now.Add(t.ttl))
 			case rec.inc == o.prevInc:
 				delete(o.recs, k)
 			}
@@ -485,6 +499,7 @@ func (t *table) nodeUp(name, addr string, inc uint64, now time.Time) []Event {
 	o.inc = inc
 	o.known = true
 	o.live = true
+	o.expireAt = time.Time{} // records of another incarnation may have become expirable
 	o.downAt = time.Time{}
 	o.goneAt = time.Time{}
 	if addr != "" {
@@ -572,6 +587,13 @@ func (t *table) expiry(o *ownerState) time.Time {
 	return at
 }
 
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
 func maxTime(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a
@@ -593,17 +615,24 @@ func (t *table) tick(now time.Time) []Event {
 	for _, name := range t.ownerNamesLocked() {
 		o := t.owners[name]
 		var expired []recKey
-		for k, r := range o.recs {
-			if now.Sub(r.stamp) < t.ttl {
-				continue
-			}
-			if r.deleted || !o.known || r.inc != o.inc {
+		if o.expireAt.IsZero() || !now.Before(o.expireAt) {
+			// Scanning every record of every owner every second cost as much as the whole table.
+			next := now.Add(t.ttl)
+			for k, r := range o.recs {
+				if !r.deleted && o.known && r.inc == o.inc {
+					continue // expires only once o's incarnation changes (nodeUp rescans)
+				}
+				if at := r.stamp.Add(t.ttl); now.Before(at) {
+					next = minTime(next, at)
+					continue
+				}
 				if r.deleted && o.known && r.inc == o.inc {
 					o.floor = max(o.floor, r.seq)
 				}
 				delete(o.recs, k)
 				expired = append(expired, k)
 			}
+			o.expireAt = next
 		}
 		forget := !o.live && !now.Before(maxTime(t.expiry(o), o.downAt.Add(t.ttl)))
 		if forget {
