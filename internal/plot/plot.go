@@ -1,6 +1,6 @@
-// Package plot draws vxsafe's benchmark figures as PNG: a line plot of Join latency against the number of
-// endpoints on the host, drawn with the standard library and a built-in 5x7 bitmap font (no plotting
-// dependency for one chart).
+// Package plot draws vxsafe's benchmark figures as PNG: line plots of Join latency against the number of
+// endpoints on the host and of gossip convergence against the number of nodes, drawn with the standard
+// library and a built-in 5x7 bitmap font (no plotting dependency for two charts).
 package plot
 
 import (
@@ -24,16 +24,19 @@ type Point struct {
 
 // WriteJoinLatency writes DrawJoinLatency's plot of points to path as a PNG.
 func WriteJoinLatency(path string, points []Point, subtitle string) error {
-	img := DrawJoinLatency(points, subtitle)
+	return writePNG(path, "Join latency", DrawJoinLatency(points, subtitle))
+}
+
+func writePNG(path, what string, img image.Image) error {
 	var buf bytes.Buffer
 	if err := png.Encode(&buf, img); err != nil {
-		return fmt.Errorf("encoding the Join latency plot: %w", err)
+		return fmt.Errorf("encoding the %s plot: %w", what, err)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("writing the Join latency plot: %w", err)
+		return fmt.Errorf("writing the %s plot: %w", what, err)
 	}
 	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
-		return fmt.Errorf("writing the Join latency plot %s: %w", path, err)
+		return fmt.Errorf("writing the %s plot %s: %w", what, path, err)
 	}
 	return nil
 }
@@ -197,7 +200,9 @@ type plotSeries struct {
 	label  string
 	col    color.RGBA
 	dash   int
-	points [][2]float64 // endpoints, ms
+	points [][2]float64 // x, y
+	// Where each point's value is written: left of the point instead of right, below instead of above.
+	left, below bool
 }
 
 // joinSeries picks the series to draw from the points.
@@ -207,9 +212,11 @@ func joinSeries(rows []Point) []plotSeries {
 	for _, st := range []struct {
 		state, name string
 		col         color.RGBA
-	}{{"disk", "state on disk (fsync)", blue}, {"tmpfs", "state on tmpfs (no fsync)", green}} {
-		p50 := plotSeries{label: "p50, " + st.name, col: st.col}
-		p99 := plotSeries{label: "p99, " + st.name, col: st.col, dash: 8}
+		tmpfs       bool
+	}{{"disk", "state on disk (fsync)", blue, false}, {"tmpfs", "state on tmpfs (no fsync)", green, true}} {
+		// Values: disk series left of their points, tmpfs right; tmpfs p50 below its line.
+		p50 := plotSeries{label: "p50, " + st.name, col: st.col, left: !st.tmpfs, below: st.tmpfs}
+		p99 := plotSeries{label: "p99, " + st.name, col: st.col, dash: 8, left: !st.tmpfs}
 		for _, r := range rows {
 			if r.State == st.state {
 				p50.points = append(p50.points, [2]float64{float64(r.Endpoints), r.P50})
@@ -226,34 +233,53 @@ func joinSeries(rows []Point) []plotSeries {
 // DrawJoinLatency renders Join p50 and p99 against endpoints on the host (log scale) with the 10 ms
 // target, subtitle under the title.
 func DrawJoinLatency(rows []Point, subtitle string) *image.RGBA {
+	return drawChart(chart{
+		title: "Join latency against endpoints on the host", subtitle: subtitle,
+		xlabel: "endpoints joined on the host (log scale)", ylabel: "milliseconds",
+		xlo: 0.6, xhi: 1600, xticks: []float64{1, 10, 100, 1000}, ymin: 12, ystep: 2,
+		target: 10, targetLabel: "target: p99 < 10 ms", format: "%.1f", series: joinSeries(rows),
+	})
+}
+
+// chart is a line plot with a logarithmic x axis from xlo to xhi and a linear y axis from 0.
+type chart struct {
+	title, subtitle, xlabel, ylabel string
+	xlo, xhi                        float64
+	xticks                          []float64
+	ymin, ystep                     float64 // the y axis reaches at least ymin; its grid steps are ystep doubled as needed
+	target                          float64 // drawn as a red dashed line when > 0
+	targetLabel                     string
+	format                          string // of the values written beside the points
+	series                          []plotSeries
+}
+
+func drawChart(ch chart) *image.RGBA {
 	const W, H = 960, 640
 	const left, right, top, bottom = 90, 40, 90, 150
 	c := newCanvas(W, H)
 	black, grey, red := color.RGBA{30, 30, 30, 255}, color.RGBA{225, 225, 225, 255}, color.RGBA{200, 40, 40, 255}
-	series := joinSeries(rows)
-	ymax := 12.0
+	series := ch.series
+	ymax := ch.ymin
 	for _, s := range series {
 		for _, p := range s.points {
 			ymax = math.Max(ymax, p[1]*1.1)
 		}
 	}
-	step := 2.0
+	step := ch.ystep
 	for ymax/step > 8 {
 		step *= 2
 	}
 	ymax = math.Ceil(ymax/step) * step
-	// x: log10 from 0.6 to 1600, so that the points at 1 and 1000 and their labels stay inside.
-	lo, hi := math.Log10(0.6), math.Log10(1600)
+	lo, hi := math.Log10(ch.xlo), math.Log10(ch.xhi)
 	px := func(n float64) int {
 		return left + int(math.Round((math.Log10(n)-lo)/(hi-lo)*float64(W-left-right)))
 	}
-	py := func(ms float64) int { return H - bottom - int(math.Round(ms/ymax*float64(H-top-bottom))) }
+	py := func(v float64) int { return H - bottom - int(math.Round(v/ymax*float64(H-top-bottom))) }
 
-	title := "Join latency against endpoints on the host"
-	tx := (W - textWidth(title, 3)) / 2
-	c.text(tx, 16, title, 3, black)
-	c.text(tx+1, 16, title, 3, black) // bold
-	c.text((W-textWidth(subtitle, 2))/2, 54, subtitle, 2, black)
+	tx := (W - textWidth(ch.title, 3)) / 2
+	c.text(tx, 16, ch.title, 3, black)
+	c.text(tx+1, 16, ch.title, 3, black) // bold
+	c.text((W-textWidth(ch.subtitle, 2))/2, 54, ch.subtitle, 2, black)
 	// Grid, ticks and labels.
 	for v := 0.0; v <= ymax+1e-9; v += step {
 		y := py(v)
@@ -261,7 +287,7 @@ func DrawJoinLatency(rows []Point, subtitle string) *image.RGBA {
 		l := fmt.Sprintf("%g", v)
 		c.text(left-12-textWidth(l, 2), y-7, l, 2, black)
 	}
-	for _, n := range []float64{1, 10, 100, 1000} {
+	for _, n := range ch.xticks {
 		x := px(n)
 		c.line(x, top, x, H-bottom, 1, 0, grey)
 		l := fmt.Sprintf("%g", n)
@@ -269,16 +295,15 @@ func DrawJoinLatency(rows []Point, subtitle string) *image.RGBA {
 	}
 	c.line(left, H-bottom, W-right, H-bottom, 2, 0, black)
 	c.line(left, top, left, H-bottom, 2, 0, black)
-	xl := "endpoints joined on the host (log scale)"
-	c.text(left+(W-left-right-textWidth(xl, 2))/2, H-bottom+42, xl, 2, black)
-	c.vtext(18, top+(H-top-bottom-textWidth("milliseconds", 2))/2, "milliseconds", 2, black)
+	c.text(left+(W-left-right-textWidth(ch.xlabel, 2))/2, H-bottom+42, ch.xlabel, 2, black)
+	c.vtext(18, top+(H-top-bottom-textWidth(ch.ylabel, 2))/2, ch.ylabel, 2, black)
 	// Target.
-	if 10 <= ymax {
-		c.line(left, py(10), W-right, py(10), 2, 6, red)
-		c.text(W-right-textWidth("target: p99 < 10 ms", 2)-4, py(10)-20, "target: p99 < 10 ms", 2, red)
+	if ch.target > 0 && ch.target <= ymax {
+		c.line(left, py(ch.target), W-right, py(ch.target), 2, 6, red)
+		c.text(W-right-textWidth(ch.targetLabel, 2)-4, py(ch.target)-20, ch.targetLabel, 2, red)
 	}
 	// Series.
-	for k, s := range series {
+	for _, s := range series {
 		for i, p := range s.points {
 			x, y := px(p[0]), py(p[1])
 			if i > 0 {
@@ -287,16 +312,15 @@ func DrawJoinLatency(rows []Point, subtitle string) *image.RGBA {
 			}
 			c.dot(x, y, 9, s.col)
 		}
-		// Values: disk series above left of their points; tmpfs right, p50 below the line, p99 above.
 		for _, p := range s.points {
 			x, y := px(p[0]), py(p[1])
-			l := fmt.Sprintf("%.1f", p[1])
+			l := fmt.Sprintf(ch.format, p[1])
 			lx := x + 10
-			if k < 2 {
+			if s.left {
 				lx = x - 10 - textWidth(l, 2)
 			}
 			ly := y - 22
-			if k >= 2 && s.dash == 0 { // tmpfs p50 below its line, but above the x axis
+			if s.below { // below the line, but above the x axis
 				ly = min(y+8, H-bottom-18)
 			}
 			c.text(lx, ly, l, 2, s.col)
@@ -311,4 +335,33 @@ func DrawJoinLatency(rows []Point, subtitle string) *image.RGBA {
 		c.text(x+56, y-7, s.label, 2, black)
 	}
 	return c.img
+}
+
+// ScalePoint is one size of the gossip scale simulation: nodes, and the convergence p50 and p99 in
+// milliseconds.
+type ScalePoint struct {
+	Nodes    int
+	P50, P99 float64
+}
+
+// WriteConvergence writes DrawConvergence's plot of points to path as a PNG.
+func WriteConvergence(path string, points []ScalePoint, subtitle string) error {
+	return writePNG(path, "gossip convergence", DrawConvergence(points, subtitle))
+}
+
+// DrawConvergence renders the time for an endpoint published on one node to be known on all, p50 and
+// p99, against the number of nodes (log scale), with the 2 s target.
+func DrawConvergence(points []ScalePoint, subtitle string) *image.RGBA {
+	p50 := plotSeries{label: "p50", col: color.RGBA{31, 90, 180, 255}, below: true}
+	p99 := plotSeries{label: "p99", col: color.RGBA{31, 90, 180, 255}, dash: 8, left: true}
+	for _, p := range points {
+		p50.points = append(p50.points, [2]float64{float64(p.Nodes), p.P50})
+		p99.points = append(p99.points, [2]float64{float64(p.Nodes), p.P99})
+	}
+	return drawChart(chart{
+		title: "Gossip convergence against cluster size", subtitle: subtitle,
+		xlabel: "nodes (log scale)", ylabel: "milliseconds",
+		xlo: 7, xhi: 400, xticks: []float64{10, 25, 50, 100, 250}, ymin: 2200, ystep: 250,
+		target: 2000, targetLabel: "target: p99 < 2 s", format: "%.0f", series: []plotSeries{p50, p99},
+	})
 }

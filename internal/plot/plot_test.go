@@ -71,3 +71,35 @@ func mustRead(t *testing.T, p string) []byte {
 	}
 	return b
 }
+
+func TestConvergence(t *testing.T) {
+	img := DrawConvergence([]ScalePoint{{10, 1, 3}, {50, 10, 35}, {100, 40, 400}, {250, 90, 1500}}, "vxsafe gossip, 20 probes per size")
+	if b := img.Bounds(); b.Dx() != 960 || b.Dy() != 640 {
+		t.Fatalf("size %v", b)
+	}
+	want := map[color.RGBA]int{{31, 90, 180, 255}: 0, {200, 40, 40, 255}: 0}
+	for y := 0; y < 640; y++ {
+		for x := 0; x < 960; x++ {
+			if _, ok := want[img.RGBAAt(x, y)]; ok {
+				want[img.RGBAAt(x, y)]++
+			}
+		}
+	}
+	for col, n := range want {
+		if n < 200 {
+			t.Errorf("colour %v: %d pixels", col, n)
+		}
+	}
+	for _, s := range []string{"Gossip convergence against cluster size", "nodes (log scale)", "target: p99 < 2 s", "p50", "p99"} {
+		for _, r := range s {
+			if _, ok := glyphs[r]; !ok {
+				t.Errorf("no glyph for %q in %q", r, s)
+			}
+		}
+	}
+	if p := os.Getenv("VXSAFE_PLOT_SAMPLE"); p != "" {
+		if err := WriteConvergence(p+".convergence.png", []ScalePoint{{10, 1, 3}, {50, 10, 35}, {100, 40, 400}, {250, 90, 1500}}, "sample"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
