@@ -407,6 +407,13 @@ func BenchmarkJoinLeave(b *testing.B) {
 			f(func(c cycle) time.Duration { return c.join }), f(func(c cycle) time.Duration { return c.leave }),
 			f(func(c cycle) time.Duration { return c.del }))
 	}
+	if os.Getenv("VXSAFE_BENCH_STRICT") == "1" {
+		for _, r := range rows {
+			if r.JoinP99 >= 10 {
+				b.Errorf("target missed: Join p99 %.2f ms with %d endpoints, state on %s (target < 10 ms)", r.JoinP99, r.Endpoints, r.State)
+			}
+		}
+	}
 	if path := os.Getenv("VXSAFE_BENCH_PLOT"); path != "" {
 		if err := writeJoinPlot(path, rows, fmt.Sprintf("machine load %s-%s", load0, load1)); err != nil {
 			b.Error(err)
