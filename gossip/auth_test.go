@@ -188,3 +188,32 @@ func TestNewKeyringRefusesBadKeys(t *testing.T) {
 		t.Errorf("KeyID %q", id)
 	}
 }
+
+// TestAuthRetiredKeyGrace: the rotation step that retires a key keeps the records it signed, held from
+// before, for retireGrace (their owners' records signed again may still be on the way), accepts nothing
+// new signed by it, and then drops those that were not replaced.
+func TestAuthRetiredKeyGrace(t *testing.T) {
+	tb := newTestTable()
+	declare(t, tb, "net1", NetworkKeys{Primary: netKeyA, Epoch: 1})
+	tb.nodeUp("B", "192.168.77.2", bInc1, t0)
+	tb.nodeUp("C", "192.168.77.2", 5000, t0)
+	applyD(tb, delta("B", signed(netKeyA, "B", rec(ep(5), bInc1, 1))), t0)
+	applyD(tb, delta("C", signed(netKeyA, "C", rec(ep(6), 5000, 1))), t0)
+	declare(t, tb, "net1", NetworkKeys{Primary: netKeyB, Accept: [][]byte{netKeyA}, Epoch: 2})
+	evs, _ := declare(t, tb, "net1", NetworkKeys{Primary: netKeyB, History: [][]byte{netKeyA}, Epoch: 3})
+	wantEvents(t, "retiring the old key", evs)
+	wantRemote(t, tb, ep(5), ep(6))
+	// Nothing new is accepted under the retired key.
+	wantEvents(t, "a new record under the retired key", applyD(tb, delta("C", signed(netKeyA, "C", rec(ep(7), 5000, 2))), t0))
+	wantRefusal(t, tb, refuseUnknownKey)
+	// B's record signed again arrives late: it replaces the old one without churn.
+	wantEvents(t, "B signed again", applyD(tb, delta("B", signed(netKeyB, "B", rec(ep(5), bInc1, 2))), t0.Add(time.Second)))
+	wantEvents(t, "within the grace", tb.tick(t0.Add(retireGrace-time.Second)))
+	wantRemote(t, tb, ep(5), ep(6))
+	// C's never came: its record goes when the grace ends.
+	wantEvents(t, "grace over", tb.tick(t0.Add(retireGrace)), removed("C", ep(6)))
+	wantRemote(t, tb, ep(5))
+	// A key change that is not a rotation (the keys replaced) drops at once.
+	evs, _ = declare(t, tb, "net1", NetworkKeys{Primary: netKeyA, Epoch: 4})
+	wantEvents(t, "keys replaced", evs, removed("B", ep(5)))
+}

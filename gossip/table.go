@@ -32,6 +32,9 @@ type table struct {
 
 	// keys holds the networks this node has declared, with their keys.
 	keys map[string]*keyring
+	// retiring: networks whose last key change retired a key, with when the records still signed by it
+	// go (see setKeys).
+	retiring map[string]time.Time
 	// vtepCheck: a record is shown only when its VTEP is its owner's gossip address.
 	vtepCheck bool
 	// pub is this node's boot key (sent in manifests); peers what other members' manifests said.
@@ -121,6 +124,7 @@ func newTable(self string, inc uint64, grace, hostUpGrace, ttl time.Duration) *t
 		local:       make(map[recKey]*record),
 		owners:      make(map[string]*ownerState),
 		keys:        make(map[string]*keyring),
+		retiring:    make(map[string]time.Time),
 		peers:       make(map[string]*peerKeys),
 	}
 }
@@ -309,20 +313,26 @@ func (t *table) setKeys(network string, kr *keyring, now time.Time) ([]Event, wi
 	defer t.mu.Unlock()
 	old := t.keys[network]
 	t.keys[network] = kr
-	var evs []Event
-	for _, name := range t.ownerNamesLocked() {
-		o := t.owners[name]
-		for k, r := range o.recs {
-			if k.network != network {
-				continue
-			}
-			w := r.wire(now)
-			if reason := t.authLocked(o.name, w); reason != "" {
-				delete(o.recs, k)
-				t.refuseLocked(o.name, w, reason)
+	// A rotation's last step retires the old key, possibly before every member's records signed again
+	// under the new one have arrived here: the owners send them when they apply the step before, by
+	// UDP, while the authority's next notice comes by TCP and may overtake them. Records that a
+	// retired key signed, held from before, stay until retireGrace has passed, so that the data plane
+	// does not drop and re-add them; nothing signed by it is accepted any more.
+	retiredNow := func(id string) bool {
+		if old == nil {
+			return false
+		}
+		_, wasCurrent := old.keys[id]
+		_, retired := kr.history[id]
+		return wasCurrent && retired
+	}
+	evs := t.dropUnsignedLocked(network, func(r *record) bool { return retiredNow(r.keyID) }, now)
+	if old != nil {
+		for id := range old.keys {
+			if retiredNow(id) {
+				t.retiring[network] = now.Add(retireGrace)
 			}
 		}
-		evs = append(evs, t.sync(o, now)...)
 	}
 	resigned := wireGroup{Owner: t.self}
 	if old == nil || old.primary != kr.primary {
@@ -343,11 +353,40 @@ func (t *table) setKeys(network string, kr *keyring, now time.Time) ([]Event, wi
 	return evs, resigned
 }
 
+// retireGrace: how long records signed by a key that a rotation retired stay (setKeys).
+const retireGrace = 10 * time.Second
+
+// dropUnsignedLocked drops the records of network that its keys do not sign, except those keep keeps,
+// and syncs their owners. Caller holds mu.
+func (t *table) dropUnsignedLocked(network string, keep func(*record) bool, now time.Time) []Event {
+	var evs []Event
+	for _, name := range t.ownerNamesLocked() {
+		o := t.owners[name]
+		dropped := false
+		for k, r := range o.recs {
+			if k.network != network || keep(r) {
+				continue
+			}
+			w := r.wire(now)
+			if reason := t.authLocked(o.name, w); reason != "" {
+				delete(o.recs, k)
+				t.refuseLocked(o.name, w, reason)
+				dropped = true
+			}
+		}
+		if dropped {
+			evs = append(evs, t.sync(o, now)...)
+		}
+	}
+	return evs
+}
+
 // forgetKeys undeclares a network (removed from this node).
 func (t *table) forgetKeys(network string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.keys, network)
+	delete(t.retiring, network)
 }
 
 // applyDelta merges a broadcast delta. It returns the events and the records
@@ -612,6 +651,12 @@ func (t *table) tick(now time.Time) []Event {
 		}
 	}
 	var evs []Event
+	for network, until := range t.retiring {
+		if !now.Before(until) {
+			delete(t.retiring, network)
+			evs = append(evs, t.dropUnsignedLocked(network, func(*record) bool { return false }, now)...)
+		}
+	}
 	for _, name := range t.ownerNamesLocked() {
 		o := t.owners[name]
 		var expired []recKey
