@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log"
-	"math/bits"
-	mrand "math/rand/v2"
 	"net"
 	"os"
 	"slices"
@@ -542,41 +540,31 @@ func (a *Agent) broadcast(g wireGroup) {
 	}
 }
 
-// sendDirect sends an own delta at once by UDP (encrypted and labelled like all memberlist packets) to
-// every live member in clusters of up to 16 nodes, and to directFanout of them chosen at random in
-// larger ones, so that peers learn a new endpoint in one network round trip instead of at the next
-// gossip tick. The receivers relay what is new to them (NotifyMsg), which reaches the rest within a
-// few gossip rounds; lost packets are covered by the queued broadcast and push/pull.
+// sendDirect sends an own delta at once to every live member by UDP (encrypted and labelled like all
+// memberlist packets), so that peers learn a new endpoint in one network round trip instead of at the
+// next gossip tick. It is marked direct: its receivers do not relay it, since every member got it.
+// Lost packets are covered by the queued broadcast (whose receivers relay it) and push/pull.
 func (a *Agent) sendDirect(g wireGroup) {
 	ml := a.ml.Load()
 	if ml == nil || a.closed.Load() || a.noDirect {
 		return
 	}
+	g.Direct = true
 	msg, err := encodeMsg(msgDelta, g)
 	if err != nil {
 		a.log.WithError(err).Error("encode delta")
 		return
 	}
-	members := slices.DeleteFunc(ml.Members(), func(n *memberlist.Node) bool { return n.Name == a.cfg.NodeName })
-	if k := directFanout(len(members)); k < len(members) {
-		// A send to every member cost the owner O(n) per change: at 100 nodes, 10,000 endpoints
-		// published at once made a million sends (each with memberlist's compression buffers).
-		mrand.Shuffle(len(members), func(i, j int) { members[i], members[j] = members[j], members[i] })
-		members = members[:k]
-	}
-	for _, n := range members {
+	for _, n := range ml.Members() {
+		if n.Name == a.cfg.NodeName {
+			continue
+		}
 		if err := ml.SendBestEffort(n, msg); err != nil {
 			a.log.WithError(err).WithField("node", n.Name).Debug("direct delta send failed")
 			continue
 		}
 		a.sent.Add(1)
 	}
-}
-
-// directFanout is how many of members other members an own delta is sent to directly: all of them up
-// to 16, then 4·log2(members).
-func directFanout(members int) int {
-	return min(members, max(16, 4*bits.Len(uint(members))))
 }
 
 // Remote returns the live remote endpoints of a network.
@@ -774,8 +762,9 @@ func (d *delegate) NotifyMsg(buf []byte) {
 		evs, accepted = a.tbl.applyDelta(g, time.Now())
 		return evs
 	})
-	// Relay what was new to us: epidemic spread beyond the origin's fan-out.
-	if len(accepted.Records) > 0 && !a.closed.Load() {
+	// Relay what was new to us: epidemic spread beyond the origin's fan-out. A direct delta went to every
+	// member: relaying it too made every member transmit every change RetransmitMult·log(n) times.
+	if len(accepted.Records) > 0 && !g.Direct && !a.closed.Load() {
 		a.broadcast(accepted)
 	}
 }

@@ -468,13 +468,3 @@ func TestAgentSyncedAfterFirstStateExchange(t *testing.T) {
 	// The join itself is a push/pull: both sides merge the other's state.
 	waitFor(t, "A and B synced", func() bool { return a.Synced() && b.Synced() })
 }
-
-// TestDirectFanout: an own delta goes directly to every member of a small cluster, and to O(log n) of
-// a large one.
-func TestDirectFanout(t *testing.T) {
-	for _, c := range []struct{ members, want int }{{0, 0}, {2, 2}, {16, 16}, {20, 20}, {49, 24}, {99, 28}, {249, 32}} {
-		if got := directFanout(c.members); got != c.want {
-			t.Errorf("directFanout(%d) = %d, want %d", c.members, got, c.want)
-		}
-	}
-}

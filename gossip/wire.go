@@ -64,6 +64,9 @@ type wireManifest struct {
 type wireGroup struct {
 	Owner   string       `json:"o"`
 	Records []wireRecord `json:"r"`
+	// Direct: the owner sent this delta to every member itself (sendDirect); receivers do not relay it.
+	// Earlier versions ignore the field and relay it.
+	Direct bool `json:"dr,omitempty"`
 }
 
 // wireState is a node's table for push/pull. The group whose Owner equals From is complete up to
