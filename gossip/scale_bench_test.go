@@ -112,7 +112,7 @@ func BenchmarkGossipScale(b *testing.B) {
 		for _, r := range rows {
 			pts = append(pts, plot.ScalePoint{Nodes: r.nodes, P50: ms(r.convP50), P99: ms(r.convP99)})
 		}
-		sub := fmt.Sprintf("vxsafe gossip, all nodes in one process on %d CPUs, 20 probes per size, 10,000 endpoints; p99 dashed", runtime.NumCPU())
+		sub := fmt.Sprintf("vxsafe gossip, all nodes in one process on %d CPUs, 20 probes per size, %d endpoints; p99 dashed", runtime.NumCPU(), scaleEndpoints())
 		if err := plot.WriteConvergence(path, pts, sub); err != nil {
 			b.Error(err)
 		} else {
@@ -122,6 +122,15 @@ func BenchmarkGossipScale(b *testing.B) {
 	if os.Getenv("VXSAFE_BENCH_STRICT") == "1" && len(missed) > 0 {
 		b.Errorf("%d targets missed", len(missed))
 	}
+}
+
+// scaleEndpoints is the endpoints spread over the nodes: 10,000, or VXSAFE_BENCH_SCALE_ENDPOINTS (a
+// smaller number makes the largest sizes fit one run on two cores: the load is endpoints × nodes).
+func scaleEndpoints() int {
+	if n, err := strconv.Atoi(os.Getenv("VXSAFE_BENCH_SCALE_ENDPOINTS")); err == nil && n >= 100 {
+		return n
+	}
+	return 10000
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -434,12 +443,12 @@ func runScale(b *testing.B, n int, sink *byteSink) scaleRow {
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
-	const total = 10000
+	total := scaleEndpoints()
 	for i := 0; i < total; i++ {
 		node := i % n
 		agents[node].Publish(scaleEndpoint(i%scaleNetworks, i/scaleNetworks, addr(node)))
 	}
-	scaleWait(b, 5*time.Minute, "10,000 endpoints known everywhere", func() bool {
+	scaleWait(b, 5*time.Minute+time.Duration(n)*3*time.Second, fmt.Sprintf("%d endpoints known everywhere", total), func() bool {
 		for _, a := range agents {
 			s := a.Stats()
 			if s.LocalEndpoints+s.RemoteEndpoints != total {
@@ -449,7 +458,7 @@ func runScale(b *testing.B, n int, sink *byteSink) scaleRow {
 		return true
 	})
 	r.load = time.Since(phase)
-	progress("10,000 endpoints known everywhere")
+	progress(fmt.Sprintf("%d endpoints known everywhere", total))
 	runtime.GC()
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
