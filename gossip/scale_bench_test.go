@@ -112,7 +112,7 @@ func BenchmarkGossipScale(b *testing.B) {
 		for _, r := range rows {
 			pts = append(pts, plot.ScalePoint{Nodes: r.nodes, P50: ms(r.convP50), P99: ms(r.convP99)})
 		}
-		sub := fmt.Sprintf("vxsafe gossip, all nodes in one process on %d CPUs, 20 probes per size, %d endpoints; p99 dashed", runtime.NumCPU(), scaleEndpoints())
+		sub := fmt.Sprintf("one process on %d CPUs, %d endpoints, 20 probes a size; p99 dashed", runtime.NumCPU(), scaleEndpoints())
 		if err := plot.WriteConvergence(path, pts, sub); err != nil {
 			b.Error(err)
 		} else {
