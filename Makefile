@@ -82,7 +82,7 @@ fuzz:
 
 ## bench: benchmarks against the real kernel and a real swarm, printing figures and ratios (docs/performance.md);
 ##        redraws docs/join-latency.png from the Join benchmark and docs/gossip-convergence.png from the
-##        gossip scale simulation (10 to 250 nodes in one process; VXSAFE_BENCH_SCALE=10,25 for a short run).
+##        gossip scale simulation (10 to 100 nodes in one process; VXSAFE_BENCH_SCALE=10,25 for a short run).
 ##        The handler benchmarks run with VXSAFE_BENCH_LOAD cores kept busy (default 1: the tails come from
 ##        load). VXSAFE_BENCH_STRICT=1 fails on a missed target.
 VXSAFE_BENCH_LOAD ?= 1
