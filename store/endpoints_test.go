@@ -23,6 +23,16 @@ const (
 
 func testEP(i int) string { return fmt.Sprintf("e%063d", i) }
 
+// mustOpen opens the state at path or fails the test.
+func mustOpen(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // withBoot points the boot ID the store reads at a file of the test's, holding id.
 func withBoot(t *testing.T, id string) {
 	t.Helper()
@@ -144,10 +154,7 @@ func TestMigrateLegacyFile(t *testing.T) {
 	eps := []EndpointRecord{epRec(testNet, testEP(1), "10.0.1.2/24"), epRec(testNet, testEP(2), "10.0.1.3/24")}
 	eps[1].Joined = true
 	writeLegacy(t, path, []NetworkRecord{netRec(testNet, 1)}, eps)
-	s, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, path)
 	if got := endpointIDs(t, s, testNet); len(got) != 2 || got[0] != testEP(1) || got[1] != testEP(2) {
 		t.Fatalf("after the move: endpoints %v", got)
 	}
@@ -162,10 +169,7 @@ func TestMigrateLegacyFile(t *testing.T) {
 		t.Errorf("main file after the move: schema %q, endpoints bucket %v", schema, has)
 	}
 	// Reopened: nothing to move, the records are there.
-	s, err = Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = mustOpen(t, path)
 	defer s.Close()
 	if len(s.OpenNotes()) != 0 {
 		t.Errorf("second open: notes %q", s.OpenNotes())
@@ -180,10 +184,7 @@ func TestMigrateLegacyFile(t *testing.T) {
 func TestMigrateRepeatsInterruptedMove(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "vxsafe.db")
 	// An endpoint file with a stale record 9 and an old version of record 1.
-	s, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, path)
 	_ = s.PutNetwork(netRec(testNet, 1))
 	stale := epRec(testNet, testEP(1), "10.0.1.2/24")
 	if err := s.PutEndpoint(stale); err != nil {
@@ -197,10 +198,7 @@ func TestMigrateRepeatsInterruptedMove(t *testing.T) {
 	fresh := epRec(testNet, testEP(1), "10.0.1.2/24")
 	fresh.Joined = true
 	writeLegacy(t, path, []NetworkRecord{netRec(testNet, 1)}, []EndpointRecord{fresh})
-	s, err = Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = mustOpen(t, path)
 	defer s.Close()
 	if got := endpointIDs(t, s, ""); len(got) != 1 || got[0] != testEP(1) {
 		t.Fatalf("endpoints %v, want only %s", got, testEP(1)[:8])
@@ -214,10 +212,7 @@ func TestMigrateRepeatsInterruptedMove(t *testing.T) {
 // two files) are deleted by Open; a network without endpoint records is kept.
 func TestOpenPrunesRecordsOfDeletedNetworks(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "vxsafe.db")
-	s, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, path)
 	for _, n := range []string{testNet, testNet2} {
 		if err := s.PutNetwork(netRec(n, 1)); err != nil {
 			t.Fatal(err)
@@ -234,10 +229,7 @@ func TestOpenPrunesRecordsOfDeletedNetworks(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	s, err = Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = mustOpen(t, path)
 	defer s.Close()
 	if got := endpointIDs(t, s, ""); len(got) != 1 || got[0] != testEP(1) {
 		t.Errorf("endpoints after reopen: %v, want only %s", got, testEP(1)[:8])
@@ -270,10 +262,7 @@ func tearEndpointFile(t *testing.T, path string) {
 func TestTornEndpointFileAfterReboot(t *testing.T) {
 	withBoot(t, "boot-1")
 	path := filepath.Join(t.TempDir(), "vxsafe.db")
-	s, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, path)
 	_ = s.PutNetwork(netRec(testNet, 1))
 	for i := 0; i < 50; i++ {
 		if err := s.PutEndpoint(epRec(testNet, testEP(i), "10.0.1.2/24")); err != nil {
@@ -297,7 +286,7 @@ func TestTornEndpointFileAfterReboot(t *testing.T) {
 
 	// Another boot: moved aside, started empty, the networks kept.
 	withBoot(t, "boot-2")
-	s, err = Open(path)
+	s, err := Open(path)
 	if err != nil {
 		t.Fatalf("open after a reboot with a torn endpoint file: %v", err)
 	}
@@ -325,20 +314,14 @@ func TestTornEndpointFileAfterReboot(t *testing.T) {
 func TestIntactEndpointFileAfterReboot(t *testing.T) {
 	withBoot(t, "boot-1")
 	path := filepath.Join(t.TempDir(), "vxsafe.db")
-	s, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, path)
 	_ = s.PutNetwork(netRec(testNet, 1))
 	if err := s.PutEndpoint(epRec(testNet, testEP(1), "10.0.1.2/24")); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
 	withBoot(t, "boot-2")
-	s, err = Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = mustOpen(t, path)
 	defer s.Close()
 	if got := endpointIDs(t, s, ""); len(got) != 1 || len(s.OpenNotes()) != 0 {
 		t.Errorf("after a reboot: endpoints %v, notes %q", got, s.OpenNotes())
@@ -380,10 +363,7 @@ func TestEndpointWritesSurviveKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
-	s, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, path)
 	defer s.Close()
 	eps, err := s.ListEndpoints(testNet)
 	if err != nil {
