@@ -76,11 +76,29 @@ func (c *Client) TCP() bool { return c.scheme != "unix" }
 // refused where the minimum is raised above it. The fields vxsafe reads (Info.Swarm, Network) are the
 // same from API 1.41 to 1.56.
 func (c *Client) Get(path string, v any) error {
+	return c.Do(http.MethodGet, path, nil, v)
+}
+
+// Do sends method path with in as its JSON body (none when nil) and decodes a JSON answer into out (when
+// not nil and the answer has a body). Any 2xx answer is a success; otherwise the error names the method,
+// the path, the daemon and the daemon's own message. Paths are unversioned, as for Get.
+func (c *Client) Do(method, path string, in, out any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("%s %s: encoding the request: %w", method, path, err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
-		return fmt.Errorf("GET %s: %w", path, err)
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.c.Do(req)
 	if err != nil {
@@ -88,20 +106,48 @@ func (c *Client) Get(path string, v any) error {
 		if errors.As(err, &ue) {
 			err = ue.Err // the URL is a placeholder for the socket: name the socket instead
 		}
-		return fmt.Errorf("GET %s from %s: %w", path, c.host, err)
+		return fmt.Errorf("%s %s from %s: %w", method, path, c.host, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	if err != nil {
-		return fmt.Errorf("GET %s from %s: reading the answer: %w", path, c.host, err)
+		return fmt.Errorf("%s %s from %s: reading the answer: %w", method, path, c.host, err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s from %s: %s: %s", path, c.host, resp.Status, strings.TrimSpace(string(body)))
+	if resp.StatusCode/100 != 2 {
+		return &APIError{Method: method, Path: path, Host: c.host, Status: resp.Status, Code: resp.StatusCode, Message: daemonMessage(answer)}
 	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return fmt.Errorf("GET %s from %s: decoding the answer: %w", path, c.host, err)
+	if out == nil || len(bytes.TrimSpace(answer)) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(answer, out); err != nil {
+		return fmt.Errorf("%s %s from %s: decoding the answer: %w", method, path, c.host, err)
 	}
 	return nil
+}
+
+// APIError is a daemon's answer other than 2xx.
+type APIError struct {
+	Method, Path, Host, Status string
+	Code                       int
+	Message                    string // the daemon's {"message": ...}, or the body as it came
+}
+
+func (e *APIError) Error() string {
+	if e.Method == http.MethodGet {
+		return fmt.Sprintf("GET %s from %s: %s: %s", e.Path, e.Host, e.Status, e.Message)
+	}
+	return fmt.Sprintf("%s %s to %s: %s: %s", e.Method, e.Path, e.Host, e.Status, e.Message)
+}
+
+// daemonMessage is the "message" of a daemon's error body, or the body itself.
+func daemonMessage(body []byte) string {
+	var m struct {
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(body, &m) == nil && m.Message != "" {
+		return m.Message
+	}
+	return strings.TrimSpace(string(body))
 }
 
 // Network is a network as GET /networks and GET /networks/{id} describe it (the fields vxsafe reads).
@@ -109,8 +155,33 @@ type Network struct {
 	Name       string                     `json:"Name"`
 	ID         string                     `json:"Id"`
 	Driver     string                     `json:"Driver"`
+	Scope      string                     `json:"Scope"`
+	Attachable bool                       `json:"Attachable"`
+	Internal   bool                       `json:"Internal"`
+	Ingress    bool                       `json:"Ingress"`
+	EnableIPv6 bool                       `json:"EnableIPv6"`
+	IPAM       IPAM                       `json:"IPAM"`
 	Options    map[string]string          `json:"Options"`
+	Labels     map[string]string          `json:"Labels"`
 	Containers map[string]json.RawMessage `json:"Containers"` // this node's containers attached to it
+	Peers      []struct {
+		Name string `json:"Name"`
+		IP   string `json:"IP"`
+	} `json:"Peers"` // a swarm network's nodes that have it, as this node's network gossip knows them
+}
+
+// IPAM is a network's address management.
+type IPAM struct {
+	Driver  string            `json:"Driver,omitempty"`
+	Config  []IPAMConfig      `json:"Config"`
+	Options map[string]string `json:"Options,omitempty"`
+}
+
+// IPAMConfig is one subnet of a network.
+type IPAMConfig struct {
+	Subnet  string `json:"Subnet,omitempty"`
+	IPRange string `json:"IPRange,omitempty"`
+	Gateway string `json:"Gateway,omitempty"`
 }
 
 // Networks lists the daemon's networks.
