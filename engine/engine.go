@@ -203,6 +203,9 @@ func (c *Client) Network(id string) (Network, error) {
 // Info is GET /info (the fields vxsafe reads).
 type Info struct {
 	Swarm struct {
+		NodeID           string `json:"NodeID"`
+		LocalNodeState   string `json:"LocalNodeState"` // active, inactive, pending, error, locked
+		ControlAvailable bool   `json:"ControlAvailable"`
 		// Cluster is set on managers.
 		Cluster *struct {
 			DataPathPort int `json:"DataPathPort"`

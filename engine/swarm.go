@@ -38,9 +38,10 @@ type Task struct {
 	NodeID       string `json:"NodeID"`
 	DesiredState string `json:"DesiredState"`
 	Status       struct {
-		State   string `json:"State"`
-		Message string `json:"Message"`
-		Err     string `json:"Err"`
+		Timestamp string `json:"Timestamp"`
+		State     string `json:"State"`
+		Message   string `json:"Message"`
+		Err       string `json:"Err"`
 	} `json:"Status"`
 	Spec struct {
 		NetworkAttachmentSpec *struct {

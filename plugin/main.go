@@ -1,5 +1,6 @@
 // Command vxsafe is the vxsafe/overlay Docker network plugin (run by dockerd from the plugin bundle), and
-// the operator's tool on a host: `vxsafe doctor` lists every VXLAN device of the host and finds stale ones.
+// the operator's tool on a host: `vxsafe doctor` lists every VXLAN device of the host and finds stale ones,
+// `vxsafe migrate` moves a network's services and containers to vxsafe/overlay.
 package main
 
 import (
@@ -30,6 +31,8 @@ func main() {
 		}
 	case "doctor":
 		os.Exit(doctor(args, os.Stdout, os.Stderr, os.Stdin))
+	case "migrate":
+		os.Exit(migrate(args, os.Stdout, os.Stderr, os.Stdin))
 	case "rotate-key":
 		os.Exit(rotateKey(args, os.Stdout, os.Stderr))
 	case "version", "--version":
@@ -47,6 +50,8 @@ func usage() {
 	fmt.Fprint(os.Stderr, `usage:
   vxsafe [serve]            run the network plugin (dockerd starts this from the plugin bundle)
   vxsafe doctor [flags]     list the host's VXLAN devices and their verdicts; --fix removes stale ones
+  vxsafe migrate NETWORK    move a swarm network's services and containers to a vxsafe/overlay twin, without
+                            an outage (--dry-run, --resume, --revert; on a manager: vxsafe migrate --help)
   vxsafe rotate-key NETWORK replace a network's gossip key on every node (on the manager that created it)
   vxsafe version
 `)

@@ -1,0 +1,370 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vxsafe/overlay/e2e/cluster"
+	"github.com/vxsafe/overlay/engine"
+)
+
+// migrateRun runs the bundle's vxsafe binary as an operator would, `vxsafe migrate --docker-host
+// unix://<manager socket> args...`, logs its output with t.Log, calls onLine with each line as it comes,
+// and returns the output and the exit status.
+func migrateRun(t *testing.T, bin string, m *cluster.Node, onLine func(string), args ...string) (string, int) {
+	t.Helper()
+	full := append([]string{"migrate", "--docker-host", "unix://" + m.Socket}, args...)
+	cmd := exec.CommandContext(ctxT(t, 10*time.Minute), bin, full...)
+	pipe, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	began := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	sc := bufio.NewScanner(pipe)
+	for sc.Scan() {
+		l := sc.Text()
+		out.WriteString(l + "\n")
+		if onLine != nil {
+			onLine(l)
+		}
+	}
+	err = cmd.Wait()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("vxsafe migrate: %v", err)
+	}
+	t.Logf("$ vxsafe %s   (exit status %d, %.1fs)\n%s", strings.Join(full, " "), code, time.Since(began).Seconds(), out.String())
+	return out.String(), code
+}
+
+// migrateRig is the swarm of TestMigrate and what its subtests share.
+type migrateRig struct {
+	c   *cluster.Cluster
+	m   *cluster.Node
+	api *engine.Client
+	bin string
+}
+
+// serviceNetworks returns the network names of service svc's spec, and, for each of its tasks that
+// should run, whether it runs and its networks' names.
+func (r *migrateRig) serviceNetworks(t *testing.T, svc string) (spec []string, tasks []string) {
+	t.Helper()
+	names := map[string]string{}
+	nets, err := r.api.Networks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nets {
+		names[n.ID] = n.Name
+	}
+	spec = strings.Fields(docker(t, r.m, "service", "inspect", "-f", `{{range .Spec.TaskTemplate.Networks}}{{.Target}} {{end}}`, svc))
+	for i, id := range spec {
+		if n, ok := names[id]; ok {
+			spec[i] = n
+		}
+	}
+	id := docker(t, r.m, "service", "inspect", "-f", "{{.ID}}", svc)
+	ts, err := r.api.Tasks(map[string][]string{"service": {id}, "desired-state": {"running"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tk := range ts {
+		var on []string
+		for _, nid := range tk.Networks() {
+			if n, ok := names[nid]; ok && n != "ingress" {
+				on = append(on, n)
+			} else if !ok {
+				on = append(on, nid[:12])
+			}
+		}
+		tasks = append(tasks, tk.Status.State+":"+strings.Join(on, "+"))
+	}
+	return spec, tasks
+}
+
+// waitServiceOn waits until svc's spec names exactly nets and its running tasks, replicas of them, are
+// on exactly nets.
+func (r *migrateRig) waitServiceOn(t *testing.T, svc string, replicas int, nets string, limit time.Duration) {
+	t.Helper()
+	poll(t, limit, fmt.Sprintf("service %s: %d tasks running on %s", svc, replicas, nets), func() error {
+		spec, tasks := r.serviceNetworks(t, svc)
+		if strings.Join(spec, "+") != nets {
+			return fmt.Errorf("spec on %v", spec)
+		}
+		ok := 0
+		for _, tk := range tasks {
+			if tk == "running:"+nets {
+				ok++
+			}
+		}
+		if ok != replicas || len(tasks) != replicas {
+			return fmt.Errorf("tasks %v", tasks)
+		}
+		return nil
+	})
+}
+
+func (r *migrateRig) networkExists(t *testing.T, name string) bool {
+	_, err := r.m.Docker(ctxT(t, time.Minute), "network", "inspect", name)
+	return err == nil
+}
+
+// createHTTPService creates a busybox httpd service (GET /hostname answers the task's hostname) on net.
+func (r *migrateRig) createHTTPService(t *testing.T, name, net string, replicas int, extra ...string) {
+	t.Helper()
+	args := []string{"service", "create", "--detach", "--name", name, "--network", net, "--replicas", fmt.Sprint(replicas),
+		"--stop-grace-period", "1s", "--update-monitor", "1s"}
+	args = append(append(args, extra...), r.c.Image(), "busybox", "httpd", "-f", "-p", "8080", "-h", "/etc")
+	docker(t, r.m, args...)
+}
+
+// TestMigrate: `vxsafe migrate` moves a Docker overlay network's services and attachable container to a
+// vxsafe twin while a client calls every service by name every 100 ms; a failed service update is rolled
+// back and reported; --revert moves a half-done migration back. One 3-node swarm for every subtest.
+func TestMigrate(t *testing.T) {
+	began := time.Now()
+	c := startCluster(t, cluster.Options{Prefix: "vxmig", Nodes: 3})
+	installVxsafe(t, c, nil)
+	m := c.Manager()
+	api, err := engine.New("unix://"+m.Socket, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &migrateRig{c: c, m: m, api: api, bin: filepath.Join(pluginBundle(t), "rootfs", "vxsafe")}
+	img := c.Image()
+
+	// The network to move: Docker's overlay, attachable, with an MTU and a label, three services calling
+	// each other by name (dnsrr: this machine's kernel has no IPVS, so Docker's overlay serves no VIP
+	// here), a service in the default VIP mode, and an attachable container.
+	docker(t, m, "network", "create", "-d", "overlay", "--attachable", "--subnet", "10.0.20.0/24",
+		"-o", "com.docker.network.driver.mtu=1400", "--label", "team=web", "appnet")
+	webs := []string{"web1", "web2", "web3"}
+	for _, s := range webs {
+		r.createHTTPService(t, s, "appnet", 2, "--endpoint-mode", "dnsrr", "--update-order", "start-first")
+	}
+	r.createHTTPService(t, "webvip", "appnet", 2, "--update-order", "start-first")
+	docker(t, m, "run", "-d", "--name", "client", "--stop-timeout", "1", "--network", "appnet", img, "sleep", "3600")
+	t.Cleanup(func() { m.Docker(ctxT(t, time.Minute), "rm", "-f", "client") })
+	for _, s := range append(webs, "webvip") {
+		r.waitServiceOn(t, s, 2, "appnet", 90*time.Second)
+	}
+	// Swarm learns a plugin enabled after the node joined at its next node update: the migration's plugin
+	// check reads that.
+	poll(t, 60*time.Second, "every node announces "+pluginName+" to the managers", func() error {
+		for _, n := range c.Nodes() {
+			out, err := m.Docker(ctxT(t, time.Minute), "node", "inspect", "-f", `{{range .Description.Engine.Plugins}}{{.Type}}={{.Name}} {{end}}`, n.Hostname)
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(out, "Network="+pluginName) {
+				return fmt.Errorf("node %s: %s", n.Name, out)
+			}
+		}
+		return nil
+	})
+	for _, s := range webs {
+		poll(t, 30*time.Second, "client reaches "+s+" by name", func() error {
+			if hits, failed := tally(docker(t, m, "exec", "client", "sh", "-c", connectScript(s, 5, 0))); failed != 0 || len(hits) == 0 {
+				return fmt.Errorf("%d failed, answered by %v", failed, hits)
+			}
+			return nil
+		})
+	}
+	t.Logf("TIMING setup (swarm, plugin, network, 4 services, client) in %.1fs", time.Since(began).Seconds())
+
+	t.Run("DryRun", func(t *testing.T) {
+		out, code := migrateRun(t, r.bin, m, nil, "--dry-run", "appnet")
+		if code != 0 {
+			t.Fatalf("--dry-run: exit status %d", code)
+		}
+		for _, w := range []string{"appnet-vxsafe", "10.0.21.0/24", "web1", "web2", "web3", "webvip", "client", "start-first",
+			"com.docker.network.driver.mtu=1400", "team=web", "--dry-run: nothing changed"} {
+			if !strings.Contains(out, w) {
+				t.Errorf("the plan does not say %q", w)
+			}
+		}
+		if r.networkExists(t, "appnet-vxsafe") {
+			t.Errorf("--dry-run created the twin")
+		}
+	})
+
+	t.Run("Migrate", func(t *testing.T) {
+		// A client loop per service, each calling it by name every 100 ms during the whole migration.
+		docker(t, m, "exec", "client", "rm", "-f", "/tmp/stop", "/tmp/done")
+		for _, s := range webs {
+			docker(t, m, "exec", "-d", "client", "sh", "-c", "( "+connectScript(s, 0, 100000)+" ) > /tmp/res-"+s+".part; mv /tmp/res-"+s+".part /tmp/res-"+s)
+		}
+		stopped := false
+		stop := func() map[string]string {
+			stopped = true
+			docker(t, m, "exec", "client", "touch", "/tmp/stop")
+			res := map[string]string{}
+			for _, s := range webs {
+				poll(t, 30*time.Second, "client loop of "+s+" ended", func() error {
+					out, err := m.Docker(ctxT(t, time.Minute), "exec", "client", "cat", "/tmp/res-"+s)
+					res[s] = out
+					return err
+				})
+			}
+			return res
+		}
+		defer func() {
+			if !stopped {
+				stop()
+			}
+		}()
+		time.Sleep(time.Second) // a few calls before the first step
+		migBegan := time.Now()
+		out, code := migrateRun(t, r.bin, m, nil, "--yes", "appnet")
+		took := time.Since(migBegan)
+		res := stop()
+		total, failures := 0, 0
+		for _, s := range webs {
+			hits, fails := tallyFailures(res[s])
+			ok := 0
+			for _, h := range hits {
+				ok += h
+			}
+			for _, f := range fails {
+				t.Logf("client -> %s: %s", s, f)
+			}
+			t.Logf("client -> %s: %d calls, %d failed, answered by %d tasks", s, ok+len(fails), len(fails), len(hits))
+			total += ok + len(fails)
+			failures += len(fails)
+		}
+		t.Logf("MIGRATE %s: %d of %d calls by name failed during the migration (%.1fs, one call per service every 100 ms)",
+			cluster.EngineName(), failures, total, took.Seconds())
+		if code != 0 {
+			t.Fatalf("vxsafe migrate: exit status %d", code)
+		}
+		if failures != 0 {
+			t.Errorf("%d of %d calls failed during the migration, want 0", failures, total)
+		}
+		if total < 3*int(took.Seconds()) {
+			t.Errorf("only %d calls in %.1fs: the client loops did not run", total, took.Seconds())
+		}
+		// Every task on the twin only, the old network gone, the client moved.
+		for _, s := range append(webs, "webvip") {
+			r.waitServiceOn(t, s, 2, "appnet-vxsafe", 10*time.Second)
+		}
+		if r.networkExists(t, "appnet") {
+			t.Errorf("network appnet is still there")
+		}
+		tw := docker(t, m, "network", "inspect", "-f", `{{.Driver}} {{.Attachable}} {{index .Options "com.docker.network.driver.mtu"}} {{index .Labels "team"}} {{index .Labels "io.vxsafe.migrate.from"}} {{range .IPAM.Config}}{{.Subnet}}{{end}}`, "appnet-vxsafe")
+		if tw != pluginName+" true 1400 web appnet 10.0.21.0/24" {
+			t.Errorf("twin: %q, want %q", tw, pluginName+" true 1400 web appnet 10.0.21.0/24")
+		}
+		if nets := docker(t, m, "inspect", "-f", `{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}`, "client"); nets != "appnet-vxsafe" {
+			t.Errorf("client container on %q, want appnet-vxsafe", nets)
+		}
+		// The twin's interface in the client (its name changes with the reconnect) has the old MTU.
+		if mtus := docker(t, m, "exec", "client", "sh", "-c", "cat /sys/class/net/eth*/mtu"); !strings.Contains(mtus, "1400") {
+			t.Errorf("no interface of the client has the twin's MTU 1400: %q", mtus)
+		}
+		// The VIP-mode service answers by name through vxsafe's VIP now.
+		poll(t, 30*time.Second, "client reaches webvip by name (VIP) on the twin", func() error {
+			if hits, failed := tally(docker(t, m, "exec", "client", "sh", "-c", connectScript("webvip", 10, 0))); failed != 0 || len(hits) != 2 {
+				return fmt.Errorf("%d failed, answered by %v", failed, hits)
+			}
+			return nil
+		})
+		// Running it again is safe: nothing left to do.
+		out, code = migrateRun(t, r.bin, m, nil, "--yes", "appnet")
+		if code != 0 || !strings.Contains(out, "Nothing left to do") {
+			t.Errorf("second run: exit status %d", code)
+		}
+		_ = out
+	})
+
+	t.Run("FailedUpdateRollbackRevert", func(t *testing.T) {
+		docker(t, m, "network", "create", "-d", "overlay", "--attachable", "--subnet", "10.0.30.0/24", "failnet")
+		n1, n3 := c.Nodes()[0], c.Nodes()[2]
+		// good: one task on n1; pinned: one task per node, updated stop-first (its new task lands on the node
+		// its old one left).
+		r.createHTTPService(t, "good", "failnet", 1, "--constraint", "node.hostname=="+n1.Hostname, "--endpoint-mode", "dnsrr")
+		r.createHTTPService(t, "pinned", "failnet", 3, "--replicas-max-per-node", "1", "--update-order", "stop-first", "--endpoint-mode", "dnsrr")
+		r.waitServiceOn(t, "good", 1, "failnet", 90*time.Second)
+		r.waitServiceOn(t, "pinned", 3, "failnet", 90*time.Second)
+		// Once the twin exists, a live foreign VXLAN device on n3 takes its VNI: vxsafe refuses to join the
+		// twin there ("not deleting a live interface"), so pinned's new task on n3 fails; its old spec, on
+		// Docker's overlay, still runs there.
+		var once sync.Once
+		planted := make(chan error, 1)
+		t.Cleanup(func() { _ = n3.RemoveLink("vxmiglive") })
+		out, code := migrateRun(t, r.bin, m, func(l string) {
+			if strings.Contains(l, "create network failnet-vxsafe") && strings.Contains(l, "ok") {
+				once.Do(func() {
+					_, vni := networkVNI(t, m, "failnet-vxsafe")
+					var err error
+					for _, args := range [][]string{
+						{"link", "add", "vxmiglive", "type", "vxlan", "id", fmt.Sprint(vni), "dstport", "4789"},
+						{"addr", "add", "10.99.30.1/24", "dev", "vxmiglive"},
+						{"link", "set", "vxmiglive", "up"},
+					} {
+						if _, err = n3.Exec(ctxT(t, time.Minute), "ip", args...); err != nil {
+							break
+						}
+					}
+					planted <- err
+				})
+			}
+		}, "--yes", "--timeout", "90s", "failnet")
+		select {
+		case err := <-planted:
+			if err != nil {
+				t.Fatalf("planting the live device on %s: %v", n3.Name, err)
+			}
+		default:
+			t.Fatalf("the migration never said it created failnet-vxsafe")
+		}
+		if code != 1 {
+			t.Fatalf("vxsafe migrate with a failing update: exit status %d, want 1", code)
+		}
+		for _, w := range []string{"service pinned: update paused", "not deleting a live interface", "service pinned: rolled back",
+			"service pinned: back on its previous networks", "State now:", "--revert failnet"} {
+			if !strings.Contains(out, w) {
+				t.Errorf("the output does not say %q", w)
+			}
+		}
+		if !strings.Contains(out, "vxmiglive") && !strings.Contains(out, n3.Hostname) {
+			t.Errorf("the output names neither the device nor the node")
+		}
+		// The state it reported: good on both, pinned back on the old network only.
+		r.waitServiceOn(t, "good", 1, "failnet+failnet-vxsafe", 10*time.Second)
+		r.waitServiceOn(t, "pinned", 3, "failnet", 60*time.Second)
+		if err := n3.RemoveLink("vxmiglive"); err != nil {
+			t.Fatal(err)
+		}
+
+		// --revert: good back on failnet only, the twin removed.
+		out, code = migrateRun(t, r.bin, m, nil, "--revert", "--yes", "failnet")
+		if code != 0 {
+			t.Fatalf("--revert: exit status %d", code)
+		}
+		r.waitServiceOn(t, "good", 1, "failnet", 10*time.Second)
+		r.waitServiceOn(t, "pinned", 3, "failnet", 10*time.Second)
+		if r.networkExists(t, "failnet-vxsafe") {
+			t.Errorf("--revert left the twin failnet-vxsafe")
+		}
+		if !r.networkExists(t, "failnet") {
+			t.Errorf("--revert removed failnet")
+		}
+		_ = out
+		docker(t, m, "service", "rm", "good", "pinned")
+		removeSwarmNetwork(t, m, "failnet")
+	})
+	t.Logf("TIMING TestMigrate on %s: %.1fs", cluster.EngineName(), time.Since(began).Seconds())
+}
