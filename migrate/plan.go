@@ -418,9 +418,14 @@ func ipamString(i engine.IPAM) string {
 	return dash(strings.Join(out, ", "))
 }
 
+// kv prints options or labels as k=v,... sorted; the values of secret options (a vxsafe network's gossip
+// keys, which the allocator puts in its options) are hidden.
 func kv(m map[string]string) string {
 	var out []string
 	for k, v := range m {
+		if secretOption(k) {
+			v = "(hidden)"
+		}
 		out = append(out, k+"="+v)
 	}
 	sort.Strings(out)
@@ -432,4 +437,10 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// secretOption reports whether an option's value must not be printed: the gossip key and the keys of a
+// network's key authority.
+func secretOption(k string) bool {
+	return k == netconfig.OptKey || k == netconfig.OptKeyAuthority || k == netconfig.GenericKey
 }
