@@ -268,7 +268,7 @@ func (m *Migrator) printPlan(st *state, p *plan) {
 	if m.o.Revert {
 		verb = "Revert: move back"
 	}
-	m.printf("%s network %s from %s to %s.\n\n", verb, m.o.Network, p.from.Name, p.to.Name)
+	m.printf("%s the services and containers of network %s to %s.\n\n", verb, p.from.Name, p.to.Name)
 	w := tabwriter.NewWriter(m.o.Out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "NETWORK\tID\tDRIVER\tSUBNET\tATTACHABLE\tINTERNAL\tOPTIONS\tLABELS")
 	for _, row := range []struct {
@@ -325,7 +325,13 @@ func (m *Migrator) printPlan(st *state, p *plan) {
 		for i, s := range p.steps {
 			m.printf("  %2d  %s\n", i+1, s.what)
 		}
-		m.printf("Each service restarts twice (a rolling update to add %s, one to remove %s), in its own update order.\n", p.to.Name, p.from.Name)
+		updates := 0
+		for _, s := range p.steps {
+			if strings.HasPrefix(s.what, "service ") {
+				updates++
+			}
+		}
+		m.printf("Each service step is one rolling update of that service, in its own update order: %d in all.\n", updates)
 	}
 	for _, w := range p.warnings {
 		m.printf("warning: %s\n", w)
