@@ -260,9 +260,14 @@ func TestMigrate(t *testing.T) {
 		for _, s := range append(webs, "webvip") {
 			r.waitServiceOn(t, s, 2, "appnet-vxsafe", 10*time.Second)
 		}
-		if r.networkExists(t, "appnet") {
-			t.Errorf("network appnet is still there")
-		}
+		// Docker removes a swarm network asynchronously: the manager engine's inspect may find it for a moment
+		// after the DELETE succeeded.
+		poll(t, 30*time.Second, "network appnet gone from the manager engine", func() error {
+			if r.networkExists(t, "appnet") {
+				return fmt.Errorf("network appnet is still there")
+			}
+			return nil
+		})
 		tw := docker(t, m, "network", "inspect", "-f", `{{.Driver}} {{.Attachable}} {{index .Options "com.docker.network.driver.mtu"}} {{index .Labels "team"}} {{index .Labels "io.vxsafe.migrate.from"}} {{range .IPAM.Config}}{{.Subnet}}{{end}}`, "appnet-vxsafe")
 		if tw != pluginName+" true 1400 web appnet 10.0.21.0/24" {
 			t.Errorf("twin: %q, want %q", tw, pluginName+" true 1400 web appnet 10.0.21.0/24")

@@ -354,7 +354,9 @@ func (m *Migrator) removeFrom(p *plan) (string, error) {
 			}
 			return "", nil
 		}
-		if isNotFound(err) {
+		// 20.10 answers a second DELETE of a swarm network whose removal is still going on (the manager
+		// engine's inspect still finds it) with 500 "network ID not found".
+		if isNotFound(err) || strings.HasSuffix(strings.TrimSpace(err.Error()), p.from.ID+" not found") {
 			return "gone already", nil
 		}
 		inUse := strings.Contains(err.Error(), "in use") || strings.Contains(err.Error(), "active endpoints")
