@@ -199,6 +199,9 @@ type Container struct {
 	Config struct {
 		Labels map[string]string `json:"Labels"`
 	} `json:"Config"`
+	HostConfig struct {
+		NetworkMode string `json:"NetworkMode"` // the network of docker run --network
+	} `json:"HostConfig"`
 	NetworkSettings struct {
 		Networks map[string]struct {
 			NetworkID string   `json:"NetworkID"`

@@ -33,6 +33,7 @@ type Options struct {
 	Yes        bool   // do not ask
 	Resume     bool   // continue a migration: its twin must exist
 	Revert     bool   // move everything back to the old network, and remove the twin
+	KeepSubnet bool   // end on the old network's subnet (and name): a second pass through a temporary twin
 	Timeout    time.Duration
 	Poll       time.Duration
 	RemoveWait time.Duration // how long to retry removing a network still in use by a task
@@ -45,6 +46,7 @@ type Migrator struct {
 	c     *engine.Client
 	o     Options
 	began time.Time
+	keep  *keepPass // one pass of a --keep-subnet run; nil in a plain run
 }
 
 // New makes a migrator; o's zero durations get defaults.
@@ -80,12 +82,19 @@ func (m *Migrator) logf(format string, args ...any) {
 
 // Run plans, shows the plan, asks (unless Yes), and runs it.
 func (m *Migrator) Run() error {
+	if m.o.KeepSubnet && m.keep == nil {
+		return m.runKeepSubnet()
+	}
 	st, err := m.look()
 	if err != nil {
 		return err
 	}
 	if st.Old == nil && !m.o.Revert {
-		m.printf("network %s is gone: it was moved to %s (%s). Nothing left to do.\n", m.o.Network, st.Twin.Name, netconfig.ShortID(st.Twin.ID))
+		if st.Twin.Name == st.Twin.Labels[LabelFrom] {
+			m.printf("network %s (%s, driver %s) is the vxsafe network that %s was moved to, on its subnet. Nothing left to do.\n", st.Twin.Name, netconfig.ShortID(st.Twin.ID), st.Twin.Driver, m.o.Network)
+		} else {
+			m.printf("network %s is gone: it was moved to %s (%s). Nothing left to do.\n", m.o.Network, st.Twin.Name, netconfig.ShortID(st.Twin.ID))
+		}
 		m.printStacks(st, st.Twin.Name)
 		return nil
 	}
@@ -142,9 +151,12 @@ func (m *Migrator) Run() error {
 		}
 		m.printf("ok (%.1fs%s)\n", time.Since(began).Seconds(), note)
 	}
-	if m.o.Revert {
-		m.logf("done: every service and container is back on %s only; the twin %s is removed", p.from.Name, p.to.Name)
-	} else {
+	switch {
+	case m.o.Revert:
+		m.logf("done: every service and container is back on %s only; the twin %s is removed", p.to.Name, p.from.Name)
+	case m.keep != nil && !m.keep.second:
+		m.logf("pass 1 done: every service and container is on %s; %s is removed", p.to.Name, p.from.Name)
+	default:
 		m.logf("done: every service and container is on %s (%s, driver %s); %s is removed", p.to.Name, netconfig.ShortID(p.to.ID), m.o.Driver, p.from.Name)
 		st2, err := m.look()
 		if err == nil && st2.Twin != nil {
@@ -168,7 +180,12 @@ func (m *Migrator) stopped(err error, p *plan) error {
 	if m.o.Revert {
 		again = "--revert"
 	}
-	m.printf("\nFix the cause, then run `vxsafe migrate %s %s` to go on, or `vxsafe migrate --revert %s` to move back.\n", again, m.o.Network, m.o.Network)
+	if m.keep != nil && m.keep.second {
+		m.printf("\nFix the cause, then run `%s` to go on. (%s is removed: there is no going back to it; the services are on %s, %s or both.)\n",
+			m.command(again), m.keep.origName, p.from.Name, p.to.Name)
+	} else {
+		m.printf("\nFix the cause, then run `%s` to go on, or `%s` to move back.\n", m.command(again), m.command("--revert"))
+	}
 	return fmt.Errorf("%w: %w", ErrStopped, err)
 }
 
@@ -183,8 +200,21 @@ func (m *Migrator) confirm() bool {
 	return line == "y" || line == "yes"
 }
 
+// command is the command line that runs this migration again with flag.
+func (m *Migrator) command(flag string) string {
+	name := m.o.Network
+	keep := ""
+	if m.keep != nil {
+		name, keep = m.keep.origName, "--keep-subnet "
+	}
+	return fmt.Sprintf("vxsafe migrate %s%s %s", keep, flag, name)
+}
+
 // twinName is the name the twin gets.
 func (m *Migrator) twinName(old *engine.Network) string {
+	if m.keep != nil {
+		return m.keep.twinName()
+	}
 	if m.o.Name != "" {
 		return m.o.Name
 	}
@@ -202,14 +232,29 @@ func (m *Migrator) twinRequest(old *engine.Network, subnet *net.IPNet) engine.Ne
 	}
 	labels := map[string]string{}
 	for k, v := range old.Labels {
-		if k != LabelStack {
+		if k != LabelStack && k != LabelKeepSubnet && k != LabelKeepGateway {
 			labels[k] = v
 		}
 	}
-	labels[LabelFrom], labels[LabelFromID] = old.Name, old.ID
+	ipam := engine.IPAMConfig{Subnet: subnet.String()}
+	switch {
+	case m.keep == nil:
+		labels[LabelFrom], labels[LabelFromID] = old.Name, old.ID
+	case !m.keep.second:
+		// The temporary twin records where the second pass goes back to.
+		labels[LabelFrom], labels[LabelFromID] = old.Name, old.ID
+		labels[LabelKeepSubnet] = m.keep.subnet
+		if m.keep.gateway != "" {
+			labels[LabelKeepGateway] = m.keep.gateway
+		}
+	default:
+		// The final network names the original (the temporary twin's labels say which), not the temporary.
+		labels[LabelFrom], labels[LabelFromID] = m.keep.origName, m.keep.origID
+		ipam.Gateway = m.keep.gateway
+	}
 	return engine.NetworkCreate{Name: m.twinName(old), CheckDuplicate: true, Driver: m.o.Driver,
 		Attachable: old.Attachable, Internal: old.Internal,
-		IPAM:    &engine.IPAM{Driver: "default", Config: []engine.IPAMConfig{{Subnet: subnet.String()}}},
+		IPAM:    &engine.IPAM{Driver: "default", Config: []engine.IPAMConfig{ipam}},
 		Options: opts, Labels: labels}
 }
 

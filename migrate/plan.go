@@ -68,14 +68,22 @@ func (m *Migrator) plan(st *state) (*plan, error) {
 		if s.Job {
 			p.block("service %s is a %s: a network change would run it again; move or remove it by hand", s.Name, s.Mode)
 		}
-		if onFrom, _ := m.sides(s.OnOld, s.OnTwin); onFrom && s.Order != "start-first" && s.Replicas >= 0 && s.Replicas <= 1 {
+		if onFrom, _ := m.sides(s.OnOld, s.OnTwin); onFrom && s.Order != "start-first" && s.Replicas == 1 {
 			p.warn("service %s has %d replica and updates stop-first: it is down during each of its restarts; `docker service update --update-order start-first %s` first avoids it", s.Name, s.Replicas, s.Name)
 		}
 		if s.Update != nil && (s.Update.State == "updating" || s.Update.State == "rollback_started") {
 			p.warn("service %s is in an update now (%s): its update here waits for the swarm to converge", s.Name, s.Update.State)
 		}
 	}
+	final := p.to.Name
+	if m.keep != nil {
+		final = m.keep.final
+	}
 	for _, c := range st.Containers {
+		if onFrom, _ := m.sides(c.OnOld, c.OnTwin); onFrom && c.Local && p.from.names(c.NetworkMode) && final != p.from.Name {
+			p.warn("container %s was started with --network %s (its network mode): once %s is removed, current engines refuse `docker network connect` to it (%q; Docker 20.10 allows it); --keep-subnet brings the name back, or re-create %s on %s when convenient",
+				c.Name, c.NetworkMode, p.from.Name, "could not find a network matching network mode "+c.NetworkMode, c.Name, final)
+		}
 		if onFrom, onTo := m.sides(c.OnOld, c.OnTwin); !c.Local && (onFrom || !onTo) {
 			p.warn("container %s runs on node %s, which this engine cannot reach: on %s, run `docker network connect %s %s` when told, and `docker network disconnect %s %s` at the end",
 				c.Name, st.nodeName(c.Node), st.nodeName(c.Node), p.to.Name, c.Name, p.from.Name, c.Name)
@@ -103,7 +111,7 @@ func (m *Migrator) checkOld(st *state, p *plan) {
 	if o.EnableIPv6 {
 		p.warn("network %s has --ipv6: swarm gives no IPv6 addresses on plugin networks; the twin is IPv4, give it -o vxsafe.ipv6=PREFIX by hand if needed", o.Name)
 	}
-	if o.Driver == m.o.Driver {
+	if o.Driver == m.o.Driver && (m.keep == nil || !m.keep.second) {
 		p.warn("network %s already uses %s: it is moved to a new network of the same driver (a new VNI and gossip key)", o.Name, o.Driver)
 	}
 	var dropped []string
@@ -112,7 +120,7 @@ func (m *Migrator) checkOld(st *state, p *plan) {
 			dropped = append(dropped, k)
 		}
 	}
-	if len(dropped) > 0 {
+	if len(dropped) > 0 && (m.keep == nil || !m.keep.second) {
 		sort.Strings(dropped)
 		p.warn("options not carried over (the old driver's, or the twin's own): %s", strings.Join(dropped, ", "))
 	}
@@ -164,6 +172,9 @@ func (m *Migrator) planTwin(st *state, p *plan) error {
 	}
 	req := m.twinRequest(st.Old, subnet)
 	p.create, p.subnet = &req, subnet.String()
+	if gw := req.IPAM.Config[0].Gateway; gw != "" {
+		p.subnet += " gw " + gw
+	}
 	return nil
 }
 
@@ -268,6 +279,12 @@ func (m *Migrator) printPlan(st *state, p *plan) {
 	if m.o.Revert {
 		verb = "Revert: move back"
 	}
+	if m.keep != nil {
+		verb = fmt.Sprintf("--keep-subnet, pass %d of 2: move", map[bool]int{false: 1, true: 2}[m.keep.second])
+		if m.o.Revert {
+			verb = "--keep-subnet, revert pass 1: move back"
+		}
+	}
 	m.printf("%s the services and containers of network %s to %s.\n\n", verb, p.from.Name, p.to.Name)
 	w := tabwriter.NewWriter(m.o.Out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "NETWORK\tID\tDRIVER\tSUBNET\tATTACHABLE\tINTERNAL\tOPTIONS\tLABELS")
@@ -286,7 +303,7 @@ func (m *Migrator) printPlan(st *state, p *plan) {
 			p.create.Attachable, p.create.Internal, kv(p.create.Options), kv(p.create.Labels))
 	}
 	w.Flush()
-	if p.create != nil && m.o.Subnet == "" {
+	if p.create != nil && m.o.Subnet == "" && m.keep == nil {
 		m.printf("(the twin's subnet is picked free: swarm refuses a second network on %s while %s exists; --subnet sets it)\n", ipamString(st.Old.IPAM), st.Old.Name)
 	}
 	m.printf("\n")
@@ -333,6 +350,7 @@ func (m *Migrator) printPlan(st *state, p *plan) {
 		}
 		m.printf("Each service step is one rolling update of that service, in its own update order: %d in all.\n", updates)
 	}
+	m.keepNote(p)
 	for _, w := range p.warnings {
 		m.printf("warning: %s\n", w)
 	}
@@ -340,7 +358,11 @@ func (m *Migrator) printPlan(st *state, p *plan) {
 		m.printf("cannot go on: %s\n", b)
 	}
 	if !m.o.Revert {
-		m.printStacks(st, p.to.Name)
+		to := p.to.Name
+		if m.keep != nil {
+			to = m.keep.final
+		}
+		m.printStacks(st, to)
 	}
 }
 
@@ -353,7 +375,9 @@ func (m *Migrator) printStacks(st *state, twin string) {
 		}
 	}
 	oldName, oldStack := m.o.Network, ""
-	if st.Old != nil {
+	if m.keep != nil && m.keep.second {
+		oldName = m.keep.origName
+	} else if st.Old != nil {
 		oldName, oldStack = st.Old.Name, st.Old.Labels[LabelStack]
 	} else if st.Twin != nil {
 		oldName = st.Twin.Labels[LabelFrom]

@@ -37,11 +37,19 @@ func (m *Migrator) createTwin(p *plan) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if twins, _ := twinOf(nets, p.create.Labels[LabelFromID], ""); len(twins) > 0 {
+	_, temp := p.create.Labels[LabelKeepSubnet]
+	if twins := twinOf(nets, p.create.Labels[LabelFromID], "", temp); len(twins) > 0 {
 		*p.to = netRef{twins[0].ID, twins[0].Name}
 		return "exists already", nil
 	}
+	deadline := time.Now().Add(m.o.RemoveWait)
 	id, err := m.c.CreateNetwork(*p.create)
+	// The second pass of --keep-subnet takes the subnet of a network just removed: the swarm's allocator
+	// may not have released it yet.
+	for err != nil && m.keep != nil && m.keep.second && strings.Contains(err.Error(), "overlap") && time.Now().Before(deadline) {
+		time.Sleep(m.o.Poll)
+		id, err = m.c.CreateNetwork(*p.create)
+	}
 	if err != nil {
 		return "", err
 	}

@@ -18,6 +18,10 @@ const (
 	LabelFromID = "io.vxsafe.migrate.from-id" // the old network's ID
 	// LabelStack is the label `docker stack deploy` puts on a stack's services and networks.
 	LabelStack = "com.docker.stack.namespace"
+	// LabelKeepSubnet marks the temporary twin of a --keep-subnet run, with the subnet the second pass goes
+	// back to; LabelKeepGateway, its gateway.
+	LabelKeepSubnet  = "io.vxsafe.migrate.keep-subnet"
+	LabelKeepGateway = "io.vxsafe.migrate.keep-gateway"
 	// labelService marks a service's task containers (standalone containers lack it).
 	labelService = "com.docker.swarm.service.id"
 )
@@ -45,6 +49,7 @@ type container struct {
 	OnOld, OnTwin bool
 	AliasesOld    []string // its aliases on the old network
 	AliasesTwin   []string // and on the twin
+	NetworkMode   string   // its network mode (docker run --network), when Local
 }
 
 // state is what the swarm holds now; every step is derived from it.
@@ -86,15 +91,27 @@ func isNotFound(err error) bool {
 	return errors.As(err, &ae) && ae.Code == http.StatusNotFound
 }
 
-// twinOf returns the network labelled as the twin of old (by ID, or by name when the ID is not known).
-func twinOf(nets []engine.Network, oldID, oldName string) ([]engine.Network, error) {
+// twinOf returns the networks labelled as twins of the original network (by its ID, or by its name when
+// the ID is not known): the temporary twins of a --keep-subnet run when temp, else the others.
+func twinOf(nets []engine.Network, origID, origName string, temp bool) []engine.Network {
 	var out []engine.Network
 	for _, n := range nets {
-		if (oldID != "" && n.Labels[LabelFromID] == oldID) || (oldID == "" && n.Labels[LabelFrom] == oldName) {
+		_, isTemp := n.Labels[LabelKeepSubnet]
+		if isTemp != temp {
+			continue
+		}
+		if (origID != "" && n.Labels[LabelFromID] == origID) || (origID == "" && namesOriginal(n, origName)) {
 			out = append(out, n)
 		}
 	}
-	return out, nil
+	return out
+}
+
+// namesOriginal tells whether a twin's labels name the original network as the user did: by name, ID or
+// ID prefix.
+func namesOriginal(n engine.Network, name string) bool {
+	id := n.Labels[LabelFromID]
+	return name != "" && (n.Labels[LabelFrom] == name || id == name || (len(name) >= 12 && strings.HasPrefix(id, name)))
 }
 
 // look reads the swarm's state: the old network (by the name or ID the user gave), its twin, the services
@@ -120,14 +137,37 @@ func (m *Migrator) look() (*state, error) {
 	default:
 		st.Old = &old
 	}
-	oldID := ""
-	if st.Old != nil {
-		oldID = st.Old.ID
-		if from := st.Old.Labels[LabelFrom]; from != "" {
+	second := m.keep != nil && m.keep.second
+	origID, origName := "", m.o.Network
+	if second {
+		origID, origName = m.keep.origID, m.keep.origName
+	}
+	var final *engine.Network
+	if st.Old != nil && !second {
+		from := st.Old.Labels[LabelFrom]
+		_, temp := st.Old.Labels[LabelKeepSubnet]
+		switch {
+		case from != "" && from == st.Old.Name && !temp:
+			// The final network of a --keep-subnet run, which took the original's name: the move is over.
+			final, st.Old = st.Old, nil
+		case from != "":
 			return nil, fmt.Errorf("network %s is the vxsafe twin of %s (label %s): name the original network", st.Old.Name, from, LabelFrom)
+		default:
+			origID = st.Old.ID
 		}
 	}
-	twins, _ := twinOf(st.Networks, oldID, m.o.Network)
+	if m.keep == nil {
+		if temps := twinOf(st.Networks, origID, origName, true); len(temps) > 0 {
+			return nil, fmt.Errorf("a --keep-subnet migration of %s is under way (its temporary network %s exists): run `vxsafe migrate --keep-subnet %s` to go on with it",
+				origName, temps[0].Name, origName)
+		}
+	}
+	var twins []engine.Network
+	if final != nil {
+		twins = []engine.Network{*final}
+	} else {
+		twins = twinOf(st.Networks, origID, origName, m.keep != nil && !second)
+	}
 	if len(twins) > 1 {
 		var names []string
 		for _, t := range twins {
@@ -252,7 +292,7 @@ func (m *Migrator) lookContainers(st *state) error {
 				continue // a service's task
 			}
 			c := get(ci.ID)
-			c.Name, c.Node, c.Local = strings.TrimPrefix(ci.Name, "/"), st.Self, true
+			c.Name, c.Node, c.Local, c.NetworkMode = strings.TrimPrefix(ci.Name, "/"), st.Self, true, ci.HostConfig.NetworkMode
 			for _, e := range ci.NetworkSettings.Networks {
 				switch {
 				case st.Old != nil && e.NetworkID == st.Old.ID:

@@ -13,12 +13,13 @@ import (
 )
 
 const migrateUsage = `usage: vxsafe migrate [--docker-host H] [--dry-run] [--yes] [--subnet CIDR] [--name NEWNAME]
-                      [--resume] [--revert] [--driver vxsafe/overlay:latest] [--timeout 5m] NETWORK
+                      [--keep-subnet] [--resume] [--revert] [--driver vxsafe/overlay:latest] [--timeout 5m] NETWORK
 
 Moves the swarm network NETWORK's services and standalone containers to a vxsafe/overlay twin without an
 outage: the twin first on every service (a rolling update each) and container, then the old network off
 each, then the old network removed. Run it against a swarm manager's engine. It prints the plan and asks
-first; every step derives from the live state, so it can run again at any point.
+first; every step derives from the live state, so it can run again at any point. --keep-subnet ends on
+NETWORK's own subnet and name, through a temporary twin: every service makes two rolling updates.
 `
 
 // migrate is `vxsafe migrate ...`: see package migrate. It returns the exit status: 0 done (or nothing to
@@ -37,6 +38,7 @@ func migrate(args []string, stdout, stderr io.Writer, stdin io.Reader) int {
 	fs.BoolVar(&o.Yes, "yes", false, "do not ask before acting")
 	fs.StringVar(&o.Subnet, "subnet", "", "the twin's subnet (default: a free one of the old one's size)")
 	fs.StringVar(&o.Name, "name", "", "the twin's name (default: NETWORK-vxsafe)")
+	fs.BoolVar(&o.KeepSubnet, "keep-subnet", false, "end on NETWORK's own subnet (and name, unless --name): a second pass through a temporary twin, so a second rolling update of every service")
 	fs.BoolVar(&o.Resume, "resume", false, "continue a migration that stopped (its twin must exist)")
 	fs.BoolVar(&o.Revert, "revert", false, "move everything back to NETWORK and remove the twin")
 	fs.StringVar(&o.Driver, "driver", vxmigrate.DefaultDriver, "the twin's network driver")
@@ -53,6 +55,10 @@ func migrate(args []string, stdout, stderr io.Writer, stdin io.Reader) int {
 	}
 	if o.Revert && o.Resume {
 		fmt.Fprintln(stderr, "vxsafe migrate: --revert and --resume go opposite ways: give one")
+		return 2
+	}
+	if o.KeepSubnet && o.Subnet != "" {
+		fmt.Fprintln(stderr, "vxsafe migrate: --keep-subnet ends on the network's own subnet: leave out --subnet")
 		return 2
 	}
 	o.Network = fs.Arg(0)
