@@ -26,8 +26,9 @@ type SwarmService struct {
 // UpdateStatus is a service's rolling update: State is one of updating, paused, completed,
 // rollback_started, rollback_paused, rollback_completed.
 type UpdateStatus struct {
-	State   string `json:"State"`
-	Message string `json:"Message"`
+	State     string `json:"State"`
+	StartedAt string `json:"StartedAt"` // RFC 3339
+	Message   string `json:"Message"`
 }
 
 // Task is a swarm task (GET /tasks): a service's replica, or a standalone container's attachment to a

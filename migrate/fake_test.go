@@ -38,7 +38,7 @@ type fakeService struct {
 	Prev    json.RawMessage
 	Update  *engine.UpdateStatus
 	pending int    // reads of the service before its update resolves
-	outcome string // how the pending update resolves: "", "paused", "rollback" (failure action), "manual-rollback"
+	outcome string // how the pending update resolves: "", "paused", "rollback" (failure action), "retrying", "stuck", "manual-rollback"
 }
 
 type fakeTask struct {
@@ -115,7 +115,9 @@ type fakeSwarm struct {
 	Lag int
 	// Fail decides how the update of a service (by name, networks before and after) fails: "" it does
 	// not, "paused" the swarm pauses it, "rollback" the swarm rolls it back (update-failure-action
-	// rollback). TaskErr is the failed task's error.
+	// rollback), "retrying" its new tasks fail again and again while it stays "updating", "stuck" a new
+	// task stays in "preparing" with an error (the current engine with an image it cannot pull). TaskErr is
+	// the failed task's error.
 	Fail    func(name string, before, after []string) string
 	TaskErr string
 	// OutOfSequence[name] updates of a service are refused as out of sequence (another writer came between).
@@ -327,7 +329,7 @@ func (f *fakeSwarm) replicas(s *fakeService) (n int, global bool) {
 func (f *fakeSwarm) serviceTasks(s *fakeService) []*fakeTask {
 	var out []*fakeTask
 	for _, t := range f.Tasks {
-		if t.ServiceID == s.ID && t.DesiredState == "running" {
+		if t.ServiceID == s.ID && t.DesiredState == "running" && t.Status.State == "running" {
 			out = append(out, t)
 		}
 	}
@@ -341,8 +343,11 @@ func (f *fakeSwarm) converge(s *fakeService, nodes []*fakeNode) {
 	for _, n := range nodes {
 		ids = append(ids, n.ID)
 	}
-	for _, t := range f.serviceTasks(s) {
-		if nodes == nil {
+	for _, t := range f.Tasks {
+		if t.ServiceID != s.ID || t.DesiredState != "running" {
+			continue
+		}
+		if nodes == nil && t.Status.State == "running" {
 			ids = append(ids, t.NodeID)
 		}
 		t.DesiredState, t.Status.State, t.Status.Timestamp = "shutdown", "shutdown", f.stamp()
@@ -377,10 +382,30 @@ func (f *fakeSwarm) advance(s *fakeService) {
 	if s.pending <= 0 {
 		return
 	}
+	if s.outcome == "stuck" {
+		// The current engine with an image it cannot pull: one task stays in "preparing" with the error.
+		if s.Update == nil {
+			s.Update, s.Index = &engine.UpdateStatus{State: "updating", StartedAt: f.stamp(), Message: "update in progress"}, s.Index+1
+			t := &fakeTask{ID: f.id("task", 25), ServiceID: s.ID, NodeID: f.Nodes[len(f.Nodes)-1].ID, DesiredState: "running"}
+			t.Status.State, t.Status.Timestamp, t.Status.Err = "preparing", f.stamp(), f.TaskErr
+			f.Tasks = append(f.Tasks, t)
+		}
+		return
+	}
+	if s.outcome == "retrying" {
+		// The current engine's way with a task that cannot start: a new one, and again; the update stays on.
+		if s.Update == nil {
+			s.Update, s.Index = &engine.UpdateStatus{State: "updating", StartedAt: f.stamp(), Message: "update in progress"}, s.Index+1
+		}
+		failed := &fakeTask{ID: f.id("task", 25), ServiceID: s.ID, NodeID: f.Nodes[len(f.Nodes)-1].ID, DesiredState: "shutdown"}
+		failed.Status.State, failed.Status.Timestamp, failed.Status.Err = "rejected", f.stamp(), f.TaskErr
+		f.Tasks = append(f.Tasks, failed)
+		return
+	}
 	s.pending--
 	if s.pending > 0 {
 		if s.outcome != "manual-rollback" && s.Update == nil {
-			s.Update, s.Index = &engine.UpdateStatus{State: "updating", Message: "update in progress"}, s.Index+1
+			s.Update, s.Index = &engine.UpdateStatus{State: "updating", StartedAt: f.stamp(), Message: "update in progress"}, s.Index+1
 		}
 		return
 	}

@@ -37,6 +37,7 @@ type Options struct {
 	Timeout    time.Duration
 	Poll       time.Duration
 	RemoveWait time.Duration // how long to retry removing a network still in use by a task
+	StuckAfter time.Duration // how long a task of an update may fail to start before the run stops it
 	Out        io.Writer
 	In         io.Reader
 }
@@ -59,6 +60,9 @@ func New(c *engine.Client, o Options) *Migrator {
 	}
 	if o.Poll == 0 {
 		o.Poll = 500 * time.Millisecond
+	}
+	if o.StuckAfter == 0 {
+		o.StuckAfter = 30 * time.Second
 	}
 	if o.RemoveWait == 0 {
 		o.RemoveWait = 2 * time.Minute

@@ -141,6 +141,7 @@ func (m *Migrator) removeNetwork(s *service, p *plan) (string, error) {
 func (m *Migrator) waitService(s *service, ok func(engine.Task) bool, rollback bool) (int, error) {
 	deadline := time.Now().Add(m.o.Timeout)
 	why := ""
+	erring := map[string]time.Time{} // tasks of the update seen with an error, not running: since when
 	for {
 		cur, err := m.c.ServiceInspect(s.ID)
 		if isNotFound(err) {
@@ -157,6 +158,14 @@ func (m *Migrator) waitService(s *service, ok func(engine.Task) bool, rollback b
 		case !rollback && (state == "paused" || strings.HasPrefix(state, "rollback_")),
 			rollback && (state == "rollback_paused" || state == "paused"):
 			return 0, &updateError{service: s.Name, state: state, message: msg, task: m.lastTaskError(s.ID)}
+		case !rollback && state == "updating":
+			failed, stuck := m.troubled(s.ID, cur.UpdateStatus.StartedAt, erring)
+			if failed >= failLimit {
+				return 0, &updateError{service: s.Name, state: fmt.Sprintf("failing (%d tasks of it failed)", failed), message: msg, task: m.lastTaskError(s.ID)}
+			}
+			if stuck != "" {
+				return 0, &updateError{service: s.Name, state: fmt.Sprintf("stuck (a task has failed to start for %s)", m.o.StuckAfter), message: msg, task: stuck}
+			}
 		}
 		done := state == "" || state == "completed" || (rollback && state == "rollback_completed")
 		if done {
@@ -176,6 +185,45 @@ func (m *Migrator) waitService(s *service, ok func(engine.Task) bool, rollback b
 		}
 		time.Sleep(m.o.Poll)
 	}
+}
+
+// failLimit is how many tasks of an update may fail before the run stops it: swarm's own default
+// (update-failure-action pause, max-failure-ratio 0) stops at the first, but the current engine retries a
+// task that cannot start, and the update stays "updating" where 20.10 paused it. It either makes new
+// tasks that fail, or keeps one in "preparing" with an error (an image it cannot pull): that is stuck once
+// it has failed for Options.StuckAfter.
+const failLimit = 3
+
+// troubled looks at the service's tasks since its update started: how many failed or were rejected, and
+// one that has been failing to start for StuckAfter (its error, with the node), if any.
+func (m *Migrator) troubled(id, startedAt string, erring map[string]time.Time) (failed int, stuck string) {
+	since, err := time.Parse(time.RFC3339Nano, startedAt)
+	if err != nil {
+		return 0, ""
+	}
+	tasks, err := m.c.Tasks(map[string][]string{"service": {id}})
+	if err != nil {
+		return 0, ""
+	}
+	now := time.Now()
+	for _, t := range tasks {
+		at, err := time.Parse(time.RFC3339Nano, t.Status.Timestamp)
+		if t.ServiceID != id || err != nil || at.Before(since) {
+			continue
+		}
+		switch {
+		case t.Status.State == "failed" || t.Status.State == "rejected":
+			failed++
+		case t.Status.Err != "" && t.Status.State != "running" && t.DesiredState == "running":
+			first, seen := erring[t.ID]
+			if !seen {
+				erring[t.ID] = now
+			} else if now.Sub(first) >= m.o.StuckAfter && stuck == "" {
+				stuck = m.describeTask(t)
+			}
+		}
+	}
+	return failed, stuck
 }
 
 // tasksConverged counts the service's tasks that should run: all running and as ok wants them, and as
@@ -222,23 +270,28 @@ func (m *Migrator) lastTaskError(id string) string {
 		return ""
 	}
 	sort.Slice(tasks, func(i, j int) bool { return tasks[i].Status.Timestamp > tasks[j].Status.Timestamp })
-	nodes, _ := m.c.Nodes()
 	for _, t := range tasks {
-		if t.Status.Err == "" {
-			continue
+		if t.Status.Err != "" {
+			return m.describeTask(t)
 		}
-		node := netconfig.ShortID(t.NodeID)
+	}
+	return ""
+}
+
+// describeTask names a task, its node and state, and its error.
+func (m *Migrator) describeTask(t engine.Task) string {
+	node := netconfig.ShortID(t.NodeID)
+	if nodes, err := m.c.Nodes(); err == nil {
 		for _, n := range nodes {
 			if n.ID == t.NodeID && n.Description.Hostname != "" {
 				node = n.Description.Hostname
 			}
 		}
-		if node == "" {
-			node = "not scheduled"
-		}
-		return fmt.Sprintf("task %s (node %s): %s", netconfig.ShortID(t.ID), node, t.Status.Err)
 	}
-	return ""
+	if node == "" {
+		node = "not scheduled"
+	}
+	return fmt.Sprintf("task %s (node %s, %s): %s", netconfig.ShortID(t.ID), node, t.Status.State, t.Status.Err)
 }
 
 // rollback rolls a service back to its spec before the failed update (docker service rollback), unless

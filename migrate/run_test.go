@@ -48,7 +48,7 @@ func newWorld(t *testing.T) *world {
 }
 
 func (w *world) opts(out *bytes.Buffer) Options {
-	return Options{Network: "appnet", Yes: true, Poll: time.Millisecond, Timeout: 3 * time.Second, RemoveWait: 2 * time.Second, Out: out}
+	return Options{Network: "appnet", Yes: true, Poll: time.Millisecond, Timeout: 3 * time.Second, RemoveWait: 2 * time.Second, StuckAfter: 50 * time.Millisecond, Out: out}
 }
 
 func (w *world) run(t *testing.T, o Options) error {
@@ -310,7 +310,7 @@ func TestDryRunWritesNothing(t *testing.T) {
 // back, later services are not touched, the output names the service and the task's error. A --resume
 // once the cause is fixed completes.
 func TestFailedUpdateStopsAndResumes(t *testing.T) {
-	for _, mode := range []string{"paused", "rollback"} {
+	for _, mode := range []string{"paused", "rollback", "retrying", "stuck"} {
 		t.Run(mode, func(t *testing.T) {
 			w := newWorld(t)
 			w.f.Fail = func(name string, before, after []string) string {
@@ -340,7 +340,7 @@ func TestFailedUpdateStopsAndResumes(t *testing.T) {
 					t.Errorf("the old network taken off: %+v", e)
 				}
 			}
-			if mode == "paused" && rolled["rollback"] != 1 {
+			if mode != "rollback" && rolled["rollback"] != 1 {
 				t.Errorf("db paused and not rolled back (rollback=previous): %v", rolled)
 			}
 			if mode == "rollback" && (rolled["swarm-rollback"] != 1 || rolled["rollback"] != 0) {
@@ -356,7 +356,7 @@ func TestFailedUpdateStopsAndResumes(t *testing.T) {
 				t.Errorf("api (before db) is on %v, want both and other", ids)
 			}
 			s := out.String()
-			for _, want := range []string{"service db: update " + map[string]string{"paused": "paused", "rollback": "rollback_completed"}[mode], w.f.TaskErr, "(node worker1)", "--resume appnet"} {
+			for _, want := range []string{"service db: update " + map[string]string{"paused": "paused", "rollback": "rollback_completed", "retrying": "failing (3 tasks of it failed)", "stuck": "stuck (a task has failed to start for 50ms)"}[mode], w.f.TaskErr, "(node worker1, ", "--resume appnet"} {
 				if !strings.Contains(s, want) {
 					t.Errorf("the output lacks %q:\n%s", want, s)
 				}
