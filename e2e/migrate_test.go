@@ -131,6 +131,45 @@ func (r *migrateRig) createHTTPService(t *testing.T, name, net string, replicas 
 	docker(t, r.m, args...)
 }
 
+// clientLoops starts, in container client, a loop per service calling it by name every 100 ms. stop
+// ends them (once; it is also a cleanup) and returns the calls made and failed, each failure logged.
+func (r *migrateRig) clientLoops(t *testing.T, client string, services []string) (stop func() (total, failures int)) {
+	t.Helper()
+	docker(t, r.m, "exec", client, "rm", "-f", "/tmp/stop", "/tmp/done")
+	for _, s := range services {
+		docker(t, r.m, "exec", client, "rm", "-f", "/tmp/res-"+s)
+		docker(t, r.m, "exec", "-d", client, "sh", "-c", "( "+connectScript(s, 0, 100000)+" ) > /tmp/res-"+s+".part; mv /tmp/res-"+s+".part /tmp/res-"+s)
+	}
+	var once sync.Once
+	stop = func() (total, failures int) {
+		once.Do(func() {
+			docker(t, r.m, "exec", client, "touch", "/tmp/stop")
+			for _, s := range services {
+				var res string
+				poll(t, 30*time.Second, "client loop of "+s+" ended", func() error {
+					out, err := r.m.Docker(ctxT(t, time.Minute), "exec", client, "cat", "/tmp/res-"+s)
+					res = out
+					return err
+				})
+				hits, fails := tallyFailures(res)
+				ok := 0
+				for _, h := range hits {
+					ok += h
+				}
+				for _, f := range fails {
+					t.Logf("client -> %s: %s", s, f)
+				}
+				t.Logf("client -> %s: %d calls, %d failed, answered by %d tasks", s, ok+len(fails), len(fails), len(hits))
+				total += ok + len(fails)
+				failures += len(fails)
+			}
+		})
+		return total, failures
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
 // TestMigrate: `vxsafe migrate` moves a Docker overlay network's services and attachable container to a
 // vxsafe twin while a client calls every service by name every 100 ms; a failed service update is rolled
 // back and reported; --revert moves a half-done migration back. One 3-node swarm for every subtest.
@@ -191,7 +230,8 @@ func TestMigrate(t *testing.T) {
 			t.Fatalf("--dry-run: exit status %d", code)
 		}
 		for _, w := range []string{"appnet-vxsafe", "10.0.21.0/24", "web1", "web2", "web3", "webvip", "client", "start-first",
-			"com.docker.network.driver.mtu=1400", "team=web", "--dry-run: nothing changed"} {
+			"com.docker.network.driver.mtu=1400", "team=web", "--dry-run: nothing changed",
+			"container client was started with --network appnet"} {
 			if !strings.Contains(out, w) {
 				t.Errorf("the plan does not say %q", w)
 			}
@@ -202,49 +242,12 @@ func TestMigrate(t *testing.T) {
 	})
 
 	t.Run("Migrate", func(t *testing.T) {
-		// A client loop per service, each calling it by name every 100 ms during the whole migration.
-		docker(t, m, "exec", "client", "rm", "-f", "/tmp/stop", "/tmp/done")
-		for _, s := range webs {
-			docker(t, m, "exec", "-d", "client", "sh", "-c", "( "+connectScript(s, 0, 100000)+" ) > /tmp/res-"+s+".part; mv /tmp/res-"+s+".part /tmp/res-"+s)
-		}
-		stopped := false
-		stop := func() map[string]string {
-			stopped = true
-			docker(t, m, "exec", "client", "touch", "/tmp/stop")
-			res := map[string]string{}
-			for _, s := range webs {
-				poll(t, 30*time.Second, "client loop of "+s+" ended", func() error {
-					out, err := m.Docker(ctxT(t, time.Minute), "exec", "client", "cat", "/tmp/res-"+s)
-					res[s] = out
-					return err
-				})
-			}
-			return res
-		}
-		defer func() {
-			if !stopped {
-				stop()
-			}
-		}()
+		stop := r.clientLoops(t, "client", webs)
 		time.Sleep(time.Second) // a few calls before the first step
 		migBegan := time.Now()
 		out, code := migrateRun(t, r.bin, m, nil, "--yes", "appnet")
 		took := time.Since(migBegan)
-		res := stop()
-		total, failures := 0, 0
-		for _, s := range webs {
-			hits, fails := tallyFailures(res[s])
-			ok := 0
-			for _, h := range hits {
-				ok += h
-			}
-			for _, f := range fails {
-				t.Logf("client -> %s: %s", s, f)
-			}
-			t.Logf("client -> %s: %d calls, %d failed, answered by %d tasks", s, ok+len(fails), len(fails), len(hits))
-			total += ok + len(fails)
-			failures += len(fails)
-		}
+		total, failures := stop()
 		t.Logf("MIGRATE %s: %d of %d calls by name failed during the migration (%.1fs, one call per service every 100 ms)",
 			cluster.EngineName(), failures, total, took.Seconds())
 		if code != 0 {
@@ -312,10 +315,21 @@ func TestMigrate(t *testing.T) {
 		out, code := migrateRun(t, r.bin, m, func(l string) {
 			if strings.Contains(l, "create network failnet-vxsafe") && strings.Contains(l, "ok") {
 				once.Do(func() {
-					_, vni := networkVNI(t, m, "failnet-vxsafe")
-					var err error
+					// The swarm's allocator puts the VNI in the network's options a moment after the create.
+					var vni string
+					err := pollErr(10*time.Second, func() error {
+						out, err := m.Docker(ctxT(t, time.Minute), "network", "inspect", "-f", `{{index .Options "com.docker.network.driver.overlay.vxlanid_list"}}`, "failnet-vxsafe")
+						if vni = strings.TrimSpace(out); err == nil && vni == "" {
+							err = fmt.Errorf("no VNI yet")
+						}
+						return err
+					})
+					if err != nil {
+						planted <- fmt.Errorf("the VNI of failnet-vxsafe: %w", err)
+						return
+					}
 					for _, args := range [][]string{
-						{"link", "add", "vxmiglive", "type", "vxlan", "id", fmt.Sprint(vni), "dstport", "4789"},
+						{"link", "add", "vxmiglive", "type", "vxlan", "id", vni, "dstport", "4789"},
 						{"addr", "add", "10.99.30.1/24", "dev", "vxmiglive"},
 						{"link", "set", "vxmiglive", "up"},
 					} {
@@ -371,5 +385,158 @@ func TestMigrate(t *testing.T) {
 		docker(t, m, "service", "rm", "good", "pinned")
 		removeSwarmNetwork(t, m, "failnet")
 	})
+	t.Run("MissingImageRollback", func(t *testing.T) {
+		// noimg's image is a tag that n3 loses after its task started there: the restart of the update cannot
+		// pull it, the swarm pauses the update, and the migration rolls noimg back; its old task, updated
+		// start-first, kept running. imgok, before it in the plan, is on both networks by then.
+		n1, n3 := c.Nodes()[0], c.Nodes()[2]
+		const tag = "vxmig-local:only"
+		for _, n := range c.Nodes() {
+			docker(t, n, "tag", img, tag)
+		}
+		t.Cleanup(func() {
+			m.Docker(ctxT(t, time.Minute), "service", "rm", "imgok", "noimg")
+			for _, n := range c.Nodes() {
+				n.Docker(ctxT(t, time.Minute), "rmi", tag)
+			}
+		})
+		docker(t, m, "network", "create", "-d", "overlay", "--subnet", "10.0.50.0/24", "imgnet")
+		r.createHTTPService(t, "imgok", "imgnet", 1, "--constraint", "node.hostname=="+n1.Hostname, "--endpoint-mode", "dnsrr")
+		docker(t, m, "service", "create", "--detach", "--name", "noimg", "--network", "imgnet", "--replicas", "1", "--no-resolve-image",
+			"--constraint", "node.hostname=="+n3.Hostname, "--update-order", "start-first", "--update-monitor", "1s", "--stop-grace-period", "1s",
+			"--endpoint-mode", "dnsrr", tag, "busybox", "httpd", "-f", "-p", "8080", "-h", "/etc")
+		r.waitServiceOn(t, "imgok", 1, "imgnet", 90*time.Second)
+		r.waitServiceOn(t, "noimg", 1, "imgnet", 90*time.Second)
+		docker(t, n3, "rmi", tag)
+
+		out, code := migrateRun(t, r.bin, m, nil, "--yes", "--timeout", "90s", "imgnet")
+		if ps, err := m.Docker(ctxT(t, time.Minute), "service", "ps", "--no-trunc", "--format", "{{.ID}} {{.Node}} {{.DesiredState}} {{.CurrentState}} {{.Error}}", "noimg"); err == nil {
+			t.Logf("noimg's tasks after the run:\n%s", ps)
+		}
+		if code != 1 {
+			t.Fatalf("vxsafe migrate with an image missing on %s: exit status %d, want 1", n3.Name, code)
+		}
+		// 20.10 pauses the update at the first failed task; the current engine keeps the task in "preparing",
+		// retrying the pull, and the update goes on, until the command stops it as stuck.
+		if !strings.Contains(out, "service noimg: update paused") && !strings.Contains(out, "service noimg: update stuck") {
+			t.Errorf("the output says neither that noimg's update paused nor that it is stuck")
+		}
+		for _, w := range []string{tag, n3.Hostname, "service noimg: rolled back",
+			"service noimg: back on its previous networks", "State now:"} {
+			if !strings.Contains(out, w) {
+				t.Errorf("the output does not say %q", w)
+			}
+		}
+		r.waitServiceOn(t, "imgok", 1, "imgnet+imgnet-vxsafe", 10*time.Second)
+		r.waitServiceOn(t, "noimg", 1, "imgnet", 60*time.Second)
+
+		// With the image back on n3, the run goes on from where it stopped.
+		docker(t, n3, "tag", img, tag)
+		if _, code := migrateRun(t, r.bin, m, nil, "--resume", "--yes", "--timeout", "90s", "imgnet"); code != 0 {
+			t.Fatalf("--resume: exit status %d", code)
+		}
+		r.waitServiceOn(t, "imgok", 1, "imgnet-vxsafe", 10*time.Second)
+		r.waitServiceOn(t, "noimg", 1, "imgnet-vxsafe", 10*time.Second)
+		docker(t, m, "service", "rm", "imgok", "noimg")
+		removeSwarmNetwork(t, m, "imgnet-vxsafe")
+	})
+
+	t.Run("KeepSubnet", func(t *testing.T) {
+		// keepnet, with a gateway of its own, ends on its own subnet and name through a temporary twin.
+		docker(t, m, "network", "create", "-d", "overlay", "--attachable", "--subnet", "10.0.40.0/24", "--gateway", "10.0.40.254",
+			"--label", "team=keep", "keepnet")
+		r.createHTTPService(t, "keep1", "keepnet", 2, "--endpoint-mode", "dnsrr", "--update-order", "start-first")
+		r.createHTTPService(t, "keepvip", "keepnet", 1, "--update-order", "start-first")
+		// A container started with --network keepnet: its network mode names keepnet, which comes back.
+		docker(t, m, "run", "-d", "--name", "kclient", "--stop-timeout", "1", "--network", "keepnet", r.c.Image(), "sleep", "3600")
+		t.Cleanup(func() {
+			m.Docker(ctxT(t, time.Minute), "rm", "-f", "kclient")
+			m.Docker(ctxT(t, time.Minute), "service", "rm", "keep1", "keepvip")
+		})
+		r.waitServiceOn(t, "keep1", 2, "keepnet", 90*time.Second)
+		r.waitServiceOn(t, "keepvip", 1, "keepnet", 90*time.Second)
+		poll(t, 30*time.Second, "client reaches keep1 by name", func() error {
+			if hits, failed := tally(docker(t, m, "exec", "kclient", "sh", "-c", connectScript("keep1", 5, 0))); failed != 0 || len(hits) == 0 {
+				return fmt.Errorf("%d failed, answered by %v", failed, hits)
+			}
+			return nil
+		})
+
+		out, code := migrateRun(t, r.bin, m, nil, "--keep-subnet", "--dry-run", "keepnet")
+		if code != 0 {
+			t.Fatalf("--keep-subnet --dry-run: exit status %d", code)
+		}
+		for _, w := range []string{"pass 1 of 2", "keepnet-vxsafe-tmp", "10.0.40.0/24", "restarts twice", "--dry-run: nothing changed"} {
+			if !strings.Contains(out, w) {
+				t.Errorf("the --keep-subnet plan does not say %q", w)
+			}
+		}
+		if r.networkExists(t, "keepnet-vxsafe-tmp") {
+			t.Errorf("--dry-run created the temporary twin")
+		}
+
+		stop := r.clientLoops(t, "kclient", []string{"keep1"})
+		time.Sleep(time.Second) // a few calls before the first step
+		migBegan := time.Now()
+		out, code = migrateRun(t, r.bin, m, nil, "--keep-subnet", "--yes", "keepnet")
+		took := time.Since(migBegan)
+		total, failures := stop()
+		t.Logf("MIGRATE --keep-subnet %s: %d of %d calls by name failed during the two passes (%.1fs, one call every 100 ms)",
+			cluster.EngineName(), failures, total, took.Seconds())
+		if code != 0 {
+			t.Fatalf("vxsafe migrate --keep-subnet: exit status %d", code)
+		}
+		if failures != 0 {
+			t.Errorf("%d of %d calls failed during the migration, want 0", failures, total)
+		}
+		for _, w := range []string{"pass 1 done", "pass 2 of 2", "remove network keepnet-vxsafe-tmp"} {
+			if !strings.Contains(out, w) {
+				t.Errorf("the output does not say %q", w)
+			}
+		}
+		r.waitServiceOn(t, "keep1", 2, "keepnet", 10*time.Second)
+		r.waitServiceOn(t, "keepvip", 1, "keepnet", 10*time.Second)
+		poll(t, 30*time.Second, "network keepnet-vxsafe-tmp gone from the manager engine", func() error {
+			if r.networkExists(t, "keepnet-vxsafe-tmp") {
+				return fmt.Errorf("still there")
+			}
+			return nil
+		})
+		want := pluginName + " true 10.0.40.0/24 10.0.40.254 keep keepnet"
+		if got := docker(t, m, "network", "inspect", "-f", `{{.Driver}} {{.Attachable}} {{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}} {{index .Labels "team"}} {{index .Labels "io.vxsafe.migrate.from"}}`, "keepnet"); got != want {
+			t.Errorf("keepnet after the move: %q, want %q", got, want)
+		}
+		if ip := docker(t, m, "inspect", "-f", `{{(index .NetworkSettings.Networks "keepnet").IPAddress}}`, "kclient"); !strings.HasPrefix(ip, "10.0.40.") {
+			t.Errorf("kclient's address on keepnet: %q, want one in 10.0.40.0/24", ip)
+		}
+		// Its network mode names a network that exists again: the engine connects it to another.
+		docker(t, m, "network", "connect", "appnet-vxsafe", "kclient")
+		if ns := docker(t, m, "exec", "kclient", "nslookup", "keep1", "127.0.0.11"); !strings.Contains(ns, "10.0.40.") {
+			t.Errorf("keep1's tasks not on 10.0.40.0/24: %s", ns)
+		}
+		poll(t, 30*time.Second, "client reaches keepvip by name (VIP) on keepnet", func() error {
+			if hits, failed := tally(docker(t, m, "exec", "kclient", "sh", "-c", connectScript("keepvip", 5, 0))); failed != 0 || len(hits) != 1 {
+				return fmt.Errorf("%d failed, answered by %v", failed, hits)
+			}
+			return nil
+		})
+		for _, args := range [][]string{{"--keep-subnet", "--yes", "keepnet"}, {"--yes", "keepnet"}} {
+			if out, code := migrateRun(t, r.bin, m, nil, args...); code != 0 || !strings.Contains(out, "Nothing left to do") {
+				t.Errorf("vxsafe migrate %v after the move: exit status %d, want 0 and nothing left to do", args, code)
+			}
+		}
+	})
 	t.Logf("TIMING TestMigrate on %s: %.1fs", cluster.EngineName(), time.Since(began).Seconds())
+}
+
+// pollErr calls f every 100 ms until it returns nil or limit has passed, and returns its last error.
+func pollErr(limit time.Duration, f func() error) error {
+	deadline := time.Now().Add(limit)
+	for {
+		err := f()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
