@@ -170,6 +170,28 @@ func (r *migrateRig) clientLoops(t *testing.T, client string, services []string)
 	return stop
 }
 
+// migrateUnderCalls runs vxsafe migrate args while container client calls each of services by name
+// every 100 ms, from a second before; it reports the failed calls (an error unless 0) and returns the
+// command's output and exit status.
+func (r *migrateRig) migrateUnderCalls(t *testing.T, client string, services []string, args ...string) (string, int) {
+	t.Helper()
+	stop := r.clientLoops(t, client, services)
+	time.Sleep(time.Second) // a few calls before the first step
+	began := time.Now()
+	out, code := migrateRun(t, r.bin, r.m, nil, args...)
+	took := time.Since(began)
+	total, failures := stop()
+	t.Logf("MIGRATE %s %s: %d of %d calls by name failed during the migration (%.1fs, one call per service every 100 ms)",
+		cluster.EngineName(), strings.Join(args, " "), failures, total, took.Seconds())
+	if failures != 0 {
+		t.Errorf("%d of %d calls failed during the migration, want 0", failures, total)
+	}
+	if total < len(services)*int(took.Seconds()) {
+		t.Errorf("only %d calls in %.1fs: the client loops did not run", total, took.Seconds())
+	}
+	return out, code
+}
+
 // TestMigrate: `vxsafe migrate` moves a Docker overlay network's services and attachable container to a
 // vxsafe twin while a client calls every service by name every 100 ms; a failed service update is rolled
 // back and reported; --revert moves a half-done migration back. One 3-node swarm for every subtest.
@@ -242,22 +264,9 @@ func TestMigrate(t *testing.T) {
 	})
 
 	t.Run("Migrate", func(t *testing.T) {
-		stop := r.clientLoops(t, "client", webs)
-		time.Sleep(time.Second) // a few calls before the first step
-		migBegan := time.Now()
-		out, code := migrateRun(t, r.bin, m, nil, "--yes", "appnet")
-		took := time.Since(migBegan)
-		total, failures := stop()
-		t.Logf("MIGRATE %s: %d of %d calls by name failed during the migration (%.1fs, one call per service every 100 ms)",
-			cluster.EngineName(), failures, total, took.Seconds())
+		out, code := r.migrateUnderCalls(t, "client", webs, "--yes", "appnet")
 		if code != 0 {
 			t.Fatalf("vxsafe migrate: exit status %d", code)
-		}
-		if failures != 0 {
-			t.Errorf("%d of %d calls failed during the migration, want 0", failures, total)
-		}
-		if total < 3*int(took.Seconds()) {
-			t.Errorf("only %d calls in %.1fs: the client loops did not run", total, took.Seconds())
 		}
 		// Every task on the twin only, the old network gone, the client moved.
 		for _, s := range append(webs, "webvip") {
@@ -475,19 +484,9 @@ func TestMigrate(t *testing.T) {
 			t.Errorf("--dry-run created the temporary twin")
 		}
 
-		stop := r.clientLoops(t, "kclient", []string{"keep1"})
-		time.Sleep(time.Second) // a few calls before the first step
-		migBegan := time.Now()
-		out, code = migrateRun(t, r.bin, m, nil, "--keep-subnet", "--yes", "keepnet")
-		took := time.Since(migBegan)
-		total, failures := stop()
-		t.Logf("MIGRATE --keep-subnet %s: %d of %d calls by name failed during the two passes (%.1fs, one call every 100 ms)",
-			cluster.EngineName(), failures, total, took.Seconds())
+		out, code = r.migrateUnderCalls(t, "kclient", []string{"keep1"}, "--keep-subnet", "--yes", "keepnet")
 		if code != 0 {
 			t.Fatalf("vxsafe migrate --keep-subnet: exit status %d", code)
-		}
-		if failures != 0 {
-			t.Errorf("%d of %d calls failed during the migration, want 0", failures, total)
 		}
 		for _, w := range []string{"pass 1 done", "pass 2 of 2", "remove network keepnet-vxsafe-tmp"} {
 			if !strings.Contains(out, w) {

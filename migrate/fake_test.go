@@ -377,35 +377,42 @@ func (f *fakeSwarm) converge(s *fakeService, nodes []*fakeNode) {
 	}
 }
 
+func (f *fakeSwarm) startUpdate(s *fakeService) {
+	s.Update, s.Index = &engine.UpdateStatus{State: "updating", StartedAt: f.stamp(), Message: "update in progress"}, s.Index+1
+}
+
+// taskWithErr adds a task of s, on the last node, in state with the error TaskErr.
+func (f *fakeSwarm) taskWithErr(s *fakeService, desired, state string) {
+	t := &fakeTask{ID: f.id("task", 25), ServiceID: s.ID, NodeID: f.Nodes[len(f.Nodes)-1].ID, DesiredState: desired}
+	t.Status.State, t.Status.Timestamp, t.Status.Err = state, f.stamp(), f.TaskErr
+	f.Tasks = append(f.Tasks, t)
+}
+
 // advance is one read of a service under update: the update resolves after Lag reads.
 func (f *fakeSwarm) advance(s *fakeService) {
 	if s.pending <= 0 {
 		return
 	}
-	if s.outcome == "stuck" {
+	switch s.outcome {
+	case "stuck":
 		// The current engine with an image it cannot pull: one task stays in "preparing" with the error.
 		if s.Update == nil {
-			s.Update, s.Index = &engine.UpdateStatus{State: "updating", StartedAt: f.stamp(), Message: "update in progress"}, s.Index+1
-			t := &fakeTask{ID: f.id("task", 25), ServiceID: s.ID, NodeID: f.Nodes[len(f.Nodes)-1].ID, DesiredState: "running"}
-			t.Status.State, t.Status.Timestamp, t.Status.Err = "preparing", f.stamp(), f.TaskErr
-			f.Tasks = append(f.Tasks, t)
+			f.startUpdate(s)
+			f.taskWithErr(s, "running", "preparing")
 		}
 		return
-	}
-	if s.outcome == "retrying" {
+	case "retrying":
 		// The current engine's way with a task that cannot start: a new one, and again; the update stays on.
 		if s.Update == nil {
-			s.Update, s.Index = &engine.UpdateStatus{State: "updating", StartedAt: f.stamp(), Message: "update in progress"}, s.Index+1
+			f.startUpdate(s)
 		}
-		failed := &fakeTask{ID: f.id("task", 25), ServiceID: s.ID, NodeID: f.Nodes[len(f.Nodes)-1].ID, DesiredState: "shutdown"}
-		failed.Status.State, failed.Status.Timestamp, failed.Status.Err = "rejected", f.stamp(), f.TaskErr
-		f.Tasks = append(f.Tasks, failed)
+		f.taskWithErr(s, "shutdown", "rejected")
 		return
 	}
 	s.pending--
 	if s.pending > 0 {
 		if s.outcome != "manual-rollback" && s.Update == nil {
-			s.Update, s.Index = &engine.UpdateStatus{State: "updating", StartedAt: f.stamp(), Message: "update in progress"}, s.Index+1
+			f.startUpdate(s)
 		}
 		return
 	}
