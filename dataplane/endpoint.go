@@ -34,53 +34,76 @@ func (s EndpointSpec) String() string {
 // CreateEndpointIf creates the endpoint's interface. An interface already holding the name is deleted
 // when provably unused (vxsafe's own, or down with no master and no address) and named in the error
 // otherwise.
+//
+// The creation is tried first, and the holder of the name looked up only when the kernel answers EEXIST:
+// on the common path two netlink requests (create, with the new ifindex echoed back; set the alias), each
+// of which waits on the kernel's rtnl lock behind every link change on the machine.
 func (m *Manager) CreateEndpointIf(spec EndpointSpec) ([]Removed, error) {
-	log := m.log.WithFields(logrus.Fields{"network": spec.NetworkID, "endpoint": spec.EndpointID, "interface": spec.Name})
 	var removed []Removed
-	if l, err := m.h.LinkByName(spec.Name); err == nil {
-		reason, err := m.staleEndpointIf(l, spec)
-		if err != nil {
+	index, err := m.createEndpointIf(spec)
+	if errors.Is(err, unix.EEXIST) {
+		var r *Removed
+		if r, err = m.removeStaleEndpointIf(spec); err != nil {
 			return nil, err
 		}
-		if err := m.hooks.check(StepDeleteStale); err != nil {
-			return nil, fmt.Errorf("deleting stale interface %q: %w", spec.Name, err)
+		if r != nil {
+			removed = append(removed, *r)
 		}
-		if err := m.h.LinkDel(l); err != nil && !isNotFound(err) {
-			return nil, fmt.Errorf("deleting stale %s interface %q (ifindex %d, host namespace): %w", l.Type(), spec.Name, l.Attrs().Index, err)
-		}
-		d := Device{Name: spec.Name, Index: l.Attrs().Index, NS: Namespace{Desc: "host namespace", Host: true}}
-		log.WithFields(logrus.Fields{"ifindex": d.Index, "namespace": "host namespace", "reason": reason}).
-			Warnf("deleted stale %s interface %q (ifindex %d, host namespace): it %s", l.Type(), spec.Name, d.Index, reason)
-		removed = append(removed, Removed{Device: d, Reason: reason})
+		index, err = m.createEndpointIf(spec)
 	}
-	if err := m.hooks.check(StepCreateEndpoint); err != nil {
-		return removed, fmt.Errorf("creating %s: %w", spec, err)
-	}
-	mv := &netlink.Macvlan{
-		LinkAttrs: netlink.LinkAttrs{Name: spec.Name, ParentIndex: spec.ParentIndex, MTU: spec.MTU, HardwareAddr: spec.MAC},
-		Mode:      netlink.MACVLAN_MODE_BRIDGE,
-	}
-	if err := m.h.LinkAdd(mv); err != nil {
+	if err != nil {
 		if errors.Is(err, unix.ENODEV) || errors.Is(err, unix.EINVAL) {
 			return removed, fmt.Errorf("creating %s on ifindex %d: %w: %w", spec, spec.ParentIndex, ErrParentGone, err)
 		}
 		return removed, fmt.Errorf("creating %s on ifindex %d: %w", spec, spec.ParentIndex, err)
 	}
 	// The kernel ignores an alias in the create request (IFLA_IFALIAS is applied only to existing links),
-	// so it is set right after. LinkAdd has already looked the new link up to fill in its ifindex.
-	var err error
-	if mv.Index == 0 {
-		err = fmt.Errorf("interface %q not found after creating it", spec.Name)
-	} else {
-		err = m.h.LinkSetAlias(mv, EndpointAlias(spec.NetworkID, spec.EndpointID))
-	}
-	if err != nil {
-		if mv.Index != 0 {
-			_ = m.h.LinkDel(mv)
-		}
-		return removed, fmt.Errorf("configuring new %s: %w", spec, err)
+	// so it is set right after, by the ifindex the creation answered.
+	mv := &netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: spec.Name, Index: index}}
+	if err := m.h.LinkSetAlias(mv, EndpointAlias(spec.NetworkID, spec.EndpointID)); err != nil {
+		_ = m.h.LinkDel(mv)
+		return removed, fmt.Errorf("configuring new %s (ifindex %d): %w", spec, index, err)
 	}
 	return removed, nil
+}
+
+// createEndpointIf makes the macvlan (after the injected-failure hook) and returns its ifindex.
+func (m *Manager) createEndpointIf(spec EndpointSpec) (int, error) {
+	if err := m.hooks.check(StepCreateEndpoint); err != nil {
+		return 0, err
+	}
+	return m.addMacvlan(&netlink.Macvlan{
+		LinkAttrs: netlink.LinkAttrs{Name: spec.Name, ParentIndex: spec.ParentIndex, MTU: spec.MTU, HardwareAddr: spec.MAC},
+		Mode:      netlink.MACVLAN_MODE_BRIDGE,
+	})
+}
+
+// removeStaleEndpointIf judges the interface holding spec's name (the creation answered EEXIST) and
+// deletes it if provably unused, or names it in the error. nil, nil: the name was free again when looked
+// up.
+func (m *Manager) removeStaleEndpointIf(spec EndpointSpec) (*Removed, error) {
+	l, err := m.h.LinkByName(spec.Name)
+	if err != nil {
+		if isNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("looking up the interface %q holding the name of %s: %w", spec.Name, spec, err)
+	}
+	reason, err := m.staleEndpointIf(l, spec)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.hooks.check(StepDeleteStale); err != nil {
+		return nil, fmt.Errorf("deleting stale interface %q: %w", spec.Name, err)
+	}
+	if err := m.h.LinkDel(l); err != nil && !isNotFound(err) {
+		return nil, fmt.Errorf("deleting stale %s interface %q (ifindex %d, host namespace): %w", l.Type(), spec.Name, l.Attrs().Index, err)
+	}
+	d := Device{Name: spec.Name, Index: l.Attrs().Index, NS: Namespace{Desc: "host namespace", Host: true}}
+	m.log.WithFields(logrus.Fields{"network": spec.NetworkID, "endpoint": spec.EndpointID, "interface": spec.Name,
+		"ifindex": d.Index, "namespace": "host namespace", "reason": reason}).
+		Warnf("deleted stale %s interface %q (ifindex %d, host namespace): it %s", l.Type(), spec.Name, d.Index, reason)
+	return &Removed{Device: d, Reason: reason}, nil
 }
 
 // staleEndpointIf says why an interface holding an endpoint's name may be deleted, or why not.

@@ -80,6 +80,7 @@ type Manager struct {
 	ownNS    bool
 	nsIno    uint64
 	h        *netlink.Handle
+	echo     *echoSocket // link creations that return the new ifindex (newlink.go)
 	procRoot string
 	log      *logrus.Entry
 	hooks    *Hooks
@@ -143,13 +144,20 @@ func New(opts Options) (*Manager, error) {
 		ns.Close()
 		return nil, fmt.Errorf("netlink handle in the host network namespace: %w", err)
 	}
-	m.h = h
+	echo, err := newEchoSocket(ns, given)
+	if err != nil {
+		h.Close()
+		ns.Close()
+		return nil, fmt.Errorf("netlink socket in the host network namespace: %w", err)
+	}
+	m.h, m.echo = h, echo
 	return m, nil
 }
 
 // Close releases the Manager's handles.
 func (m *Manager) Close() {
 	m.h.Close()
+	m.echo.close()
 	if m.ownNS {
 		m.ns.Close()
 	}
