@@ -131,17 +131,30 @@ func (r *migrateRig) createHTTPService(t *testing.T, name, net string, replicas 
 	docker(t, r.m, args...)
 }
 
-// clientLoops starts, in container client, a loop per service calling it by name every 100 ms. stop
-// ends them (once; it is also a cleanup) and returns the calls made and failed, each failure logged.
-func (r *migrateRig) clientLoops(t *testing.T, client string, services []string) (stop func() (total, failures int)) {
+// callScript calls target by name every 100 ms until /tmp/stop exists, as a client with one immediate
+// retry does: a call is "ok HOST" when the first or the retried try is answered, "FAIL time ..." when both
+// fail; a first try that failed is also noted as "retry time ...". (During a rolling update a name may
+// still resolve, for a moment, to a task that has just stopped: swarm removes a stopped task's records on
+// the other nodes through gossip. A cut-off fails both tries.)
+func callScript(target string) string {
+	call := fmt.Sprintf(`printf 'GET /hostname HTTP/1.0\r\n\r\n' | nc -w 1 %s 8080 2>&1 | tail -n 1`, target)
+	return fmt.Sprintf(`while [ ! -e /tmp/stop ]; do r=$(%s); case "$r" in *200\ OK*|*nc:*|"") `+
+		`r2=$(%s); case "$r2" in *200\ OK*|*nc:*|"") echo "FAIL $(date +%%T) $r / $r2";; *) echo "retry $(date +%%T) $r"; echo "ok $r2";; esac;; `+
+		`*) echo "ok $r";; esac; usleep 100000; done`, call, call)
+}
+
+// clientLoops starts, in container client, a loop per service calling it by name every 100 ms
+// (callScript). stop ends them (once; it is also a cleanup) and returns the calls made, those that failed
+// twice, and those whose first try failed; each failure is logged.
+func (r *migrateRig) clientLoops(t *testing.T, client string, services []string) (stop func() (total, failures, retried int)) {
 	t.Helper()
-	docker(t, r.m, "exec", client, "rm", "-f", "/tmp/stop", "/tmp/done")
+	docker(t, r.m, "exec", client, "rm", "-f", "/tmp/stop")
 	for _, s := range services {
 		docker(t, r.m, "exec", client, "rm", "-f", "/tmp/res-"+s)
-		docker(t, r.m, "exec", "-d", client, "sh", "-c", "( "+connectScript(s, 0, 100000)+" ) > /tmp/res-"+s+".part; mv /tmp/res-"+s+".part /tmp/res-"+s)
+		docker(t, r.m, "exec", "-d", client, "sh", "-c", "( "+callScript(s)+" ) > /tmp/res-"+s+".part; mv /tmp/res-"+s+".part /tmp/res-"+s)
 	}
 	var once sync.Once
-	stop = func() (total, failures int) {
+	stop = func() (total, failures, retried int) {
 		once.Do(func() {
 			docker(t, r.m, "exec", client, "touch", "/tmp/stop")
 			for _, s := range services {
@@ -151,7 +164,17 @@ func (r *migrateRig) clientLoops(t *testing.T, client string, services []string)
 					res = out
 					return err
 				})
-				hits, fails := tallyFailures(res)
+				var kept []string
+				n := 0
+				for _, l := range strings.Split(res, "\n") {
+					if strings.HasPrefix(l, "retry ") {
+						t.Logf("client -> %s: first try failed, the retry answered: %s", s, l)
+						n++
+						continue
+					}
+					kept = append(kept, l)
+				}
+				hits, fails := tallyFailures(strings.Join(kept, "\n"))
 				ok := 0
 				for _, h := range hits {
 					ok += h
@@ -159,12 +182,13 @@ func (r *migrateRig) clientLoops(t *testing.T, client string, services []string)
 				for _, f := range fails {
 					t.Logf("client -> %s: %s", s, f)
 				}
-				t.Logf("client -> %s: %d calls, %d failed, answered by %d tasks", s, ok+len(fails), len(fails), len(hits))
+				t.Logf("client -> %s: %d calls, %d failed twice, %d answered on the retry, answered by %d tasks", s, ok+len(fails), len(fails), n, len(hits))
 				total += ok + len(fails)
 				failures += len(fails)
+				retried += n
 			}
 		})
-		return total, failures
+		return total, failures, retried
 	}
 	t.Cleanup(func() { stop() })
 	return stop
@@ -172,17 +196,24 @@ func (r *migrateRig) clientLoops(t *testing.T, client string, services []string)
 
 // migrateUnderCalls runs vxsafe migrate args while container client calls each of services by name
 // every 100 ms, from a second before; it reports the failed calls (an error unless 0) and returns the
-// command's output and exit status.
+// command's output and exit status. The log has the wall-clock time each step finished, to match failures
+// to steps.
 func (r *migrateRig) migrateUnderCalls(t *testing.T, client string, services []string, args ...string) (string, int) {
 	t.Helper()
 	stop := r.clientLoops(t, client, services)
 	time.Sleep(time.Second) // a few calls before the first step
 	began := time.Now()
-	out, code := migrateRun(t, r.bin, r.m, nil, args...)
+	var steps []string
+	out, code := migrateRun(t, r.bin, r.m, func(l string) {
+		if strings.Contains(l, " step ") {
+			steps = append(steps, time.Now().Format("15:04:05.000")+" "+strings.SplitN(l, " ... ", 2)[0])
+		}
+	}, args...)
 	took := time.Since(began)
-	total, failures := stop()
-	t.Logf("MIGRATE %s %s: %d of %d calls by name failed during the migration (%.1fs, one call per service every 100 ms)",
-		cluster.EngineName(), strings.Join(args, " "), failures, total, took.Seconds())
+	total, failures, retried := stop()
+	t.Logf("steps, at the wall-clock time each finished:\n%s", strings.Join(steps, "\n"))
+	t.Logf("MIGRATE %s %s: %d of %d calls by name failed during the migration, %d more answered on an immediate retry (%.1fs, one call per service every 100 ms)",
+		cluster.EngineName(), strings.Join(args, " "), failures, total, retried, took.Seconds())
 	if failures != 0 {
 		t.Errorf("%d of %d calls failed during the migration, want 0", failures, total)
 	}
