@@ -205,7 +205,7 @@ func (r *migrateRig) migrateUnderCalls(t *testing.T, client string, services []s
 	began := time.Now()
 	var steps []string
 	out, code := migrateRun(t, r.bin, r.m, func(l string) {
-		if strings.Contains(l, " step ") {
+		if strings.Contains(l, "] step ") {
 			steps = append(steps, time.Now().Format("15:04:05.000")+" "+strings.SplitN(l, " ... ", 2)[0])
 		}
 	}, args...)
