@@ -56,7 +56,11 @@ func (m *Migrator) runKeepSubnet() error {
 		orig = &n
 		k.origName, k.origID = n.Name, n.ID
 	default:
-		// The final network (it took the original's name) or a twin: its labels name the original.
+		// The final network (it took the original's name) or the temporary twin: its labels name the
+		// original. A plain run's twin is not a name to give.
+		if _, temp := n.Labels[LabelKeepSubnet]; !temp && n.Name != n.Labels[LabelFrom] {
+			return fmt.Errorf("network %s is the vxsafe twin of %s (label %s): name the original network", n.Name, n.Labels[LabelFrom], LabelFrom)
+		}
 		k.origName, k.origID = n.Labels[LabelFrom], n.Labels[LabelFromID]
 	}
 	nets, err := m.c.Networks()

@@ -872,3 +872,29 @@ func TestNetworkModeWarning(t *testing.T) {
 		}
 	}
 }
+
+// --keep-subnet naming a plain run's twin is refused, and so is --keep-subnet while a plain run is under way.
+func TestKeepSubnetRefusesPlainTwin(t *testing.T) {
+	w := newWorld(t)
+	w.f.Fail = func(name string, before, after []string) string {
+		if name == "web" && len(after) > len(before) {
+			return "paused"
+		}
+		return ""
+	}
+	var out bytes.Buffer
+	if err := w.run(t, w.opts(&out)); !errors.Is(err, ErrStopped) {
+		t.Fatalf("plain run: %v, want it stopped\n%s", err, out.String())
+	}
+	w.f.Fail = nil
+	n := w.writes()
+	for _, name := range []string{"appnet-vxsafe", "appnet"} {
+		out.Reset()
+		o := w.opts(&out)
+		o.Network, o.KeepSubnet = name, true
+		err := w.run(t, o)
+		if err == nil || w.writes() != n {
+			t.Errorf("--keep-subnet %s during a plain run: %v, %d writes, want a refusal and none\n%s", name, err, w.writes()-n, out.String())
+		}
+	}
+}
