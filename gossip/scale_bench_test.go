@@ -465,6 +465,7 @@ func runScale(b *testing.B, n int, sink *byteSink) scaleRow {
 	runtime.ReadMemStats(&after)
 	r.heapPerNode = float64(after.HeapAlloc) / float64(n)
 	_ = before
+	fmt.Printf("SCALE   %d nodes: heap %.1f MB per node\n", n, r.heapPerNode/1e6)
 
 	// Convergence: one endpoint at a time, from a random node, until every other node has it.
 	var conv []time.Duration
@@ -485,7 +486,7 @@ func runScale(b *testing.B, n int, sink *byteSink) scaleRow {
 	}
 	slices.Sort(conv)
 	r.convP50, r.convP99 = conv[len(conv)/2], conv[len(conv)-1]
-	progress("20 convergence probes")
+	progress(fmt.Sprintf("20 convergence probes (p50 %v, p99 %v)", r.convP50.Round(time.Millisecond), r.convP99.Round(time.Millisecond)))
 
 	// Traffic at rest, then under 10 changes a second cluster-wide.
 	const window = 10 * time.Second
@@ -520,7 +521,7 @@ func runScale(b *testing.B, n int, sink *byteSink) scaleRow {
 	tick.Stop()
 	r.churnBps = float64(sink.sent.Load()-s0) / window.Seconds() / float64(n)
 	r.perUpdate = (r.churnBps - r.restBps) / (float64(changes) / window.Seconds())
-	progress("rest and churn windows")
+	progress(fmt.Sprintf("rest and churn windows (%.0f / %.0f B/s per node, %.0f B per update per node)", r.restBps, r.churnBps, r.perUpdate))
 	runPartition(b, &r, part, agents, addr, &next)
 	progress("partition and heal")
 
