@@ -223,6 +223,19 @@ func (r *migrateRig) migrateUnderCalls(t *testing.T, client string, services []s
 	return out, code
 }
 
+// reachesByName polls, for up to 30 s, until container client's calls to svc by name (calls of them)
+// all succeed, answered by tasks distinct tasks (0: any number).
+func (r *migrateRig) reachesByName(t *testing.T, client, svc string, calls, tasks int) {
+	t.Helper()
+	poll(t, 30*time.Second, fmt.Sprintf("%s reaches %s by name", client, svc), func() error {
+		hits, failed := tally(docker(t, r.m, "exec", client, "sh", "-c", connectScript(svc, calls, 0)))
+		if failed != 0 || len(hits) == 0 || (tasks > 0 && len(hits) != tasks) {
+			return fmt.Errorf("%d failed, answered by %v", failed, hits)
+		}
+		return nil
+	})
+}
+
 // TestMigrate: `vxsafe migrate` moves a Docker overlay network's services and attachable container to a
 // vxsafe twin while a client calls every service by name every 100 ms; a failed service update is rolled
 // back and reported; --revert moves a half-done migration back. One 3-node swarm for every subtest.
@@ -268,12 +281,7 @@ func TestMigrate(t *testing.T) {
 		return nil
 	})
 	for _, s := range webs {
-		poll(t, 30*time.Second, "client reaches "+s+" by name", func() error {
-			if hits, failed := tally(docker(t, m, "exec", "client", "sh", "-c", connectScript(s, 5, 0))); failed != 0 || len(hits) == 0 {
-				return fmt.Errorf("%d failed, answered by %v", failed, hits)
-			}
-			return nil
-		})
+		r.reachesByName(t, "client", s, 5, 0)
 	}
 	t.Logf("TIMING setup (swarm, plugin, network, 4 services, client) in %.1fs", time.Since(began).Seconds())
 
@@ -323,12 +331,7 @@ func TestMigrate(t *testing.T) {
 			t.Errorf("no interface of the client has the twin's MTU 1400: %q", mtus)
 		}
 		// The VIP-mode service answers by name through vxsafe's VIP now.
-		poll(t, 30*time.Second, "client reaches webvip by name (VIP) on the twin", func() error {
-			if hits, failed := tally(docker(t, m, "exec", "client", "sh", "-c", connectScript("webvip", 10, 0))); failed != 0 || len(hits) != 2 {
-				return fmt.Errorf("%d failed, answered by %v", failed, hits)
-			}
-			return nil
-		})
+		r.reachesByName(t, "client", "webvip", 10, 2)
 		// Running it again is safe: nothing left to do.
 		out, code = migrateRun(t, r.bin, m, nil, "--yes", "appnet")
 		if code != 0 || !strings.Contains(out, "Nothing left to do") {
@@ -495,12 +498,7 @@ func TestMigrate(t *testing.T) {
 		})
 		r.waitServiceOn(t, "keep1", 2, "keepnet", 90*time.Second)
 		r.waitServiceOn(t, "keepvip", 1, "keepnet", 90*time.Second)
-		poll(t, 30*time.Second, "client reaches keep1 by name", func() error {
-			if hits, failed := tally(docker(t, m, "exec", "kclient", "sh", "-c", connectScript("keep1", 5, 0))); failed != 0 || len(hits) == 0 {
-				return fmt.Errorf("%d failed, answered by %v", failed, hits)
-			}
-			return nil
-		})
+		r.reachesByName(t, "kclient", "keep1", 5, 0)
 
 		out, code := migrateRun(t, r.bin, m, nil, "--keep-subnet", "--dry-run", "keepnet")
 		if code != 0 {
@@ -544,12 +542,7 @@ func TestMigrate(t *testing.T) {
 		if ns := docker(t, m, "exec", "kclient", "nslookup", "keep1", "127.0.0.11"); !strings.Contains(ns, "10.0.40.") {
 			t.Errorf("keep1's tasks not on 10.0.40.0/24: %s", ns)
 		}
-		poll(t, 30*time.Second, "client reaches keepvip by name (VIP) on keepnet", func() error {
-			if hits, failed := tally(docker(t, m, "exec", "kclient", "sh", "-c", connectScript("keepvip", 5, 0))); failed != 0 || len(hits) != 1 {
-				return fmt.Errorf("%d failed, answered by %v", failed, hits)
-			}
-			return nil
-		})
+		r.reachesByName(t, "kclient", "keepvip", 5, 1)
 		for _, args := range [][]string{{"--keep-subnet", "--yes", "keepnet"}, {"--yes", "keepnet"}} {
 			if out, code := migrateRun(t, r.bin, m, nil, args...); code != 0 || !strings.Contains(out, "Nothing left to do") {
 				t.Errorf("vxsafe migrate %v after the move: exit status %d, want 0 and nothing left to do", args, code)
