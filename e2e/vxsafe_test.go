@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -103,18 +102,14 @@ func removeSwarmNetwork(t *testing.T, m *cluster.Node, name string) {
 	}
 }
 
+// networkVNI reads a swarm network's full ID and first VNI on n, waiting for swarm's allocator to give it one.
 func networkVNI(t *testing.T, n *cluster.Node, net string) (string, uint32) {
 	t.Helper()
-	out := docker(t, n, "network", "inspect", "-f", `{{.ID}} {{index .Options "com.docker.network.driver.overlay.vxlanid_list"}}`, net)
-	f := strings.Fields(out)
-	if len(f) != 2 {
-		t.Fatalf("network inspect: %q", out)
-	}
-	v, err := strconv.ParseUint(f[1], 10, 32)
+	id, vnis, err := stale.OverlayVNIs(ctxT(t, time.Minute), n, net)
 	if err != nil {
-		t.Fatalf("network %s has no VNI option: %q", net, out)
+		t.Fatal(err)
 	}
-	return f[0], uint32(v)
+	return id, vnis[0]
 }
 
 func vxName(vni uint32, id string) string { return fmt.Sprintf("vx-%06x-%s", vni, id[:5]) }

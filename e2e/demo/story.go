@@ -556,17 +556,12 @@ func (d *demo) doctor(args ...string) (string, int) {
 	return out.String(), code
 }
 
-// networkVNI reads a network's full ID and VNI on the manager.
+// networkVNI reads a network's full ID and first VNI on the manager, waiting for swarm's allocator to give
+// it one.
 func (d *demo) networkVNI(name string) (string, uint32) {
-	out, err := d.n1.Docker(d.ctx, "network", "inspect", "-f", `{{.ID}} {{index .Options "com.docker.network.driver.overlay.vxlanid_list"}}`, name)
+	id, vnis, err := stale.OverlayVNIs(d.ctx, d.n1, name)
 	d.must(err)
-	f := strings.Fields(out)
-	if len(f) != 2 {
-		d.must(fmt.Errorf("network %s: no VNI in %q", name, out))
-	}
-	v, err := strconv.ParseUint(strings.Split(f[1], ",")[0], 10, 32)
-	d.must(err)
-	return f[0], uint32(v)
+	return id, vnis[0]
 }
 
 func (d *demo) hasLink(n *cluster.Node, name string) bool {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vxsafe/overlay/e2e/cluster"
@@ -52,26 +53,44 @@ func PlantVXLAN(n *cluster.Node, name string, vni uint32) error {
 // sees them (docker network inspect, option
 // com.docker.network.driver.overlay.vxlanid_list). Ask a manager: a worker
 // only knows networks it has tasks or containers of.
+//
+// Swarm's allocator gives a new network its VNIs after `docker network
+// create` has answered, so the option can be missing from an inspect made
+// right away (seen on the current engine): it polls, for up to
+// vniAllocateLimit, until the option is there.
 func OverlayVNIs(ctx context.Context, n *cluster.Node, network string) (string, []uint32, error) {
-	out, err := n.Docker(ctx, "network", "inspect", "--format",
-		`{{.ID}} {{index .Options "com.docker.network.driver.overlay.vxlanid_list"}}`, network)
-	if err != nil {
-		return "", nil, err
-	}
-	f := strings.Fields(out)
-	if len(f) != 2 {
-		return "", nil, fmt.Errorf("node %s: network %s: no VNI in inspect output %q", n.Name, network, out)
-	}
-	var vnis []uint32
-	for _, s := range strings.Split(f[1], ",") {
-		v, err := strconv.ParseUint(strings.TrimSpace(s), 10, 32)
+	deadline := time.Now().Add(vniAllocateLimit)
+	for {
+		out, err := n.Docker(ctx, "network", "inspect", "--format",
+			`{{.ID}} {{index .Options "com.docker.network.driver.overlay.vxlanid_list"}}`, network)
 		if err != nil {
-			return "", nil, fmt.Errorf("node %s: network %s: VNI %q: %w", n.Name, network, s, err)
+			return "", nil, err
 		}
-		vnis = append(vnis, uint32(v))
+		f := strings.Fields(out)
+		if len(f) == 2 {
+			var vnis []uint32
+			for _, s := range strings.Split(f[1], ",") {
+				v, err := strconv.ParseUint(strings.TrimSpace(s), 10, 32)
+				if err != nil {
+					return "", nil, fmt.Errorf("node %s: network %s: VNI %q: %w", n.Name, network, s, err)
+				}
+				vnis = append(vnis, uint32(v))
+			}
+			return f[0], vnis, nil
+		}
+		if time.Now().After(deadline) {
+			return "", nil, fmt.Errorf("node %s: network %s: no VNI in inspect output %q after %s", n.Name, network, out, vniAllocateLimit)
+		}
+		select {
+		case <-ctx.Done():
+			return "", nil, fmt.Errorf("node %s: network %s: waiting for its VNI: %w", n.Name, network, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	return f[0], vnis, nil
 }
+
+// vniAllocateLimit bounds OverlayVNIs' wait for swarm's allocator.
+const vniAllocateLimit = 30 * time.Second
 
 // PlantDockerVXLAN asks manager for the Docker overlay network's ID and
 // first VNI and plants the matching stale device on target. It returns the
