@@ -36,6 +36,8 @@ type Config struct {
 	// no grace (gossip.NoGracePeriod).
 	NodeGoneGrace   time.Duration
 	PluginDownGrace time.Duration
+	// ProbeInterval and ProbeTimeout are gossip.Config's (0: its defaults).
+	ProbeInterval, ProbeTimeout time.Duration
 }
 
 // Applier is what a Plane applies remote changes to (the driver).
@@ -211,6 +213,8 @@ func (c *Plane) SetVTEP(addr string) {
 		Label:         c.s.GossipLabel,
 		GracePeriod:   graceSetting(c.s.NodeGoneGrace),
 		HostUpGrace:   graceSetting(c.s.PluginDownGrace),
+		ProbeInterval: c.s.ProbeInterval,
+		ProbeTimeout:  c.s.ProbeTimeout,
 		VTEPCheck:     true,
 		OnNetworkKeys: c.keysChanged,
 		OnKeyRequest:  c.serveKeys,

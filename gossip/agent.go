@@ -29,6 +29,7 @@ const (
 	DefaultPushPullInterval = 10 * time.Second
 	DefaultGossipInterval   = 200 * time.Millisecond
 	DefaultProbeInterval    = time.Second
+	DefaultProbeTimeout     = 500 * time.Millisecond // memberlist's LAN default
 	DefaultRejoinInterval   = 30 * time.Second
 
 	leaveTimeout = time.Second
@@ -101,6 +102,11 @@ type Config struct {
 	// ProbeInterval: memberlist failure-detection probe interval (default 1s);
 	// a silent node is declared failed after roughly 5 intervals.
 	ProbeInterval time.Duration
+	// ProbeTimeout: how long a probe waits for its direct ack before asking
+	// others to probe indirectly (default min(500ms, ProbeInterval/2); at most
+	// ProbeInterval). Raise it where a member's answer can be late without the
+	// member being down: a loaded host, a slow link.
+	ProbeTimeout time.Duration
 	// RejoinInterval: how often seeds given to Join that are not members are
 	// contacted again (default 30s; negative disables).
 	RejoinInterval time.Duration
@@ -224,7 +230,7 @@ func New(cfg Config, onChange func(Event)) (*Agent, error) {
 	mc.PushPullInterval = cfg.PushPullInterval
 	mc.GossipInterval = cfg.GossipInterval
 	mc.ProbeInterval = cfg.ProbeInterval
-	mc.ProbeTimeout = min(mc.ProbeTimeout, cfg.ProbeInterval/2)
+	mc.ProbeTimeout = cfg.ProbeTimeout
 	mc.Delegate = (*delegate)(a)
 	mc.Events = (*eventDelegate)(a)
 	mc.Logger = log.New(mlLogWriter{lg}, "", 0)
@@ -334,6 +340,10 @@ func applyDefaults(cfg *Config) error {
 	if cfg.ProbeInterval <= 0 {
 		cfg.ProbeInterval = DefaultProbeInterval
 	}
+	if cfg.ProbeTimeout <= 0 {
+		cfg.ProbeTimeout = min(DefaultProbeTimeout, cfg.ProbeInterval/2)
+	}
+	cfg.ProbeTimeout = min(cfg.ProbeTimeout, cfg.ProbeInterval)
 	if cfg.RejoinInterval == 0 {
 		cfg.RejoinInterval = DefaultRejoinInterval
 	}

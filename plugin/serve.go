@@ -45,6 +45,9 @@ type settings struct {
 	// but whose host is still in the swarm are kept (its containers still work).
 	NodeGoneGrace   time.Duration
 	PluginDownGrace time.Duration
+	// ProbeInterval and ProbeTimeout: memberlist's failure detection (a member is probed once an
+	// interval; a probe not answered within the timeout is retried through other members).
+	ProbeInterval, ProbeTimeout time.Duration
 	// VIPRefresh: how often the engine is read for the services of networks with local containers.
 	VIPRefresh time.Duration
 }
@@ -121,6 +124,13 @@ func loadSettings(env func(string) string) (settings, error) {
 	if s.PluginDownGrace, err = time.ParseDuration(get("PLUGIN_DOWN_GRACE", "10m")); err != nil || s.PluginDownGrace < s.NodeGoneGrace {
 		return s, fmt.Errorf("setting PLUGIN_DOWN_GRACE: want a duration of at least NODE_GONE_GRACE (%s), got %q", s.NodeGoneGrace, get("PLUGIN_DOWN_GRACE", ""))
 	}
+	if s.ProbeInterval, err = time.ParseDuration(get("GOSSIP_PROBE_INTERVAL", "1s")); err != nil || s.ProbeInterval < 100*time.Millisecond || s.ProbeInterval > time.Minute {
+		return s, fmt.Errorf("setting GOSSIP_PROBE_INTERVAL: want a duration from 100ms to 1m, got %q", get("GOSSIP_PROBE_INTERVAL", ""))
+	}
+	defTimeout := min(500*time.Millisecond, s.ProbeInterval/2).String()
+	if s.ProbeTimeout, err = time.ParseDuration(get("GOSSIP_PROBE_TIMEOUT", defTimeout)); err != nil || s.ProbeTimeout < 10*time.Millisecond || s.ProbeTimeout > s.ProbeInterval {
+		return s, fmt.Errorf("setting GOSSIP_PROBE_TIMEOUT: want a duration from 10ms to GOSSIP_PROBE_INTERVAL (%s), got %q", s.ProbeInterval, get("GOSSIP_PROBE_TIMEOUT", ""))
+	}
 	if s.VIPRefresh, err = time.ParseDuration(get("VIP_REFRESH", "250ms")); err != nil || s.VIPRefresh < 50*time.Millisecond || s.VIPRefresh > time.Minute {
 		return s, fmt.Errorf("setting VIP_REFRESH: want a duration from 50ms to 1m, got %q", get("VIP_REFRESH", ""))
 	}
@@ -173,7 +183,8 @@ func serve(ctx context.Context, env func(string) string) error {
 	defer dp.Close()
 	metrics := newMetrics()
 	ctl, err := control.New(ctx, control.Config{GossipPort: s.GossipPort, GossipKey: s.GossipKey, GossipLabel: s.GossipLabel,
-		Peers: s.Peers, DockerSocket: s.DockerSocket, NodeGoneGrace: s.NodeGoneGrace, PluginDownGrace: s.PluginDownGrace}, st, log)
+		Peers: s.Peers, DockerSocket: s.DockerSocket, NodeGoneGrace: s.NodeGoneGrace, PluginDownGrace: s.PluginDownGrace,
+		ProbeInterval: s.ProbeInterval, ProbeTimeout: s.ProbeTimeout}, st, log)
 	if err != nil {
 		return err
 	}
