@@ -137,6 +137,7 @@ type Stats struct {
 	PendingRecords     int    // remote records held but not visible
 	Tombstones         int    // remembered removals (local and remote)
 	MessagesSent       uint64 // delta messages sent (direct sends, gossip incl. retransmits)
+	MessageBytesSent   uint64 // their bytes, before memberlist's framing, compression and encryption
 	MessagesReceived   uint64 // delta messages received
 	StateSyncsSent     uint64 // full states sent (join and push/pull)
 	StateSyncsReceived uint64 // full states received
@@ -167,7 +168,7 @@ type Agent struct {
 	closeOnce sync.Once
 	closed    atomic.Bool
 
-	sent, received, syncsSent, syncsReceived atomic.Uint64
+	sent, sentBytes, received, syncsSent, syncsReceived atomic.Uint64
 	// pulls: outstanding pull requests (digest.go); pullsSent: requests sent.
 	pulls     atomic.Int32
 	pullsSent atomic.Uint64
@@ -574,6 +575,7 @@ func (a *Agent) sendDirect(g wireGroup) {
 			continue
 		}
 		a.sent.Add(1)
+		a.sentBytes.Add(uint64(len(msg)))
 	}
 }
 
@@ -610,6 +612,7 @@ func (a *Agent) Stats() Stats {
 		RejectedRecords:    ts.Rejected,
 		RefusedRecords:     ts.Refused,
 		MessagesSent:       a.sent.Load(),
+		MessageBytesSent:   a.sentBytes.Load(),
 		MessagesReceived:   a.received.Load(),
 		StateSyncsSent:     a.syncsSent.Load(),
 		StateSyncsReceived: a.syncsReceived.Load(),
@@ -782,6 +785,9 @@ func (d *delegate) NotifyMsg(buf []byte) {
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	msgs := d.queue.GetBroadcasts(overhead, limit)
 	d.sent.Add(uint64(len(msgs)))
+	for _, m := range msgs {
+		d.sentBytes.Add(uint64(len(m)))
+	}
 	return msgs
 }
 
