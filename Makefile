@@ -86,7 +86,7 @@ fuzz:
 ##        then 10 to 250 nodes with 1,000 endpoints and memberlist's probes at 2s/1.5s (two cores give each of 250
 ##        simulated nodes a few ms of CPU a second; see docs/performance.md). VXSAFE_BENCH_SCALE=10,25 for a short run.
 ##        The handler benchmarks run with VXSAFE_BENCH_LOAD cores kept busy (default 1: the tails come from
-##        load). VXSAFE_BENCH_STRICT=1 fails on a missed target.
+##        load). The swarm benchmarks run on each engine of ENGINES. VXSAFE_BENCH_STRICT=1 fails on a missed target.
 VXSAFE_BENCH_LOAD ?= 1
 bench: rootfs
 	VXSAFE_BENCH_LOAD=$(VXSAFE_BENCH_LOAD) VXSAFE_BENCH_PLOT=$(CURDIR)/docs/join-latency.png $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./dataplane/ ./driver/
@@ -94,7 +94,11 @@ bench: rootfs
 	VXSAFE_BENCH_SCALE=$${VXSAFE_BENCH_SCALE:-10,25,50,100,250} VXSAFE_BENCH_SCALE_ENDPOINTS=$${VXSAFE_BENCH_SCALE_ENDPOINTS:-1000} \
 	VXSAFE_BENCH_SCALE_PROBE=$${VXSAFE_BENCH_SCALE_PROBE:-2s/1500ms} VXSAFE_BENCH_SCALE_PLOT=$(CURDIR)/docs/gossip-convergence.png \
 		$(GO) test -run '^$$' -bench '^BenchmarkGossipScale$$' -benchtime 1x -timeout 120m ./gossip/
-	VXSAFE_BENCH=1 $(GO) test -count=1 -run '^TestBenchmark(Swarm|VIP)$$' -v -timeout 60m ./e2e/
+	for e in $(ENGINES); do \
+		dir=$$(scripts/install-deps engine $$e) || exit 1; \
+		echo "== swarm benchmarks on engine $$e$${dir:+ ($$dir)}"; \
+		VXE2E_ENGINE=$$e VXE2E_ENGINE_DIR=$$dir VXSAFE_BENCH=1 $(GO) test -count=1 -run '^TestBenchmark(Swarm|VIP)$$' -v -timeout 60m ./e2e/ || exit 1; \
+	done
 
 ## demo: Docker's overlay failing on a stale device and vxsafe/overlay carrying on, side by side (root;
 ## DEMO_INSTALL=1 installs docker.io and busybox-static first). The demo builds its own plugin bundle in a
