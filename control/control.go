@@ -314,28 +314,28 @@ func (c *Plane) Remote(netID string) []gossip.Endpoint {
 	return a.Remote(netID)
 }
 
-// GossipStats is for metrics.
-func (c *Plane) GossipStats() (members int, sent, received uint64) {
+// stats is the agent's figures, zero while there is no agent.
+func (c *Plane) stats() gossip.Stats {
 	c.mu.Lock()
 	a := c.agent
 	c.mu.Unlock()
 	if a == nil {
-		return 0, 0, 0
+		return gossip.Stats{}
 	}
-	st := a.Stats()
+	return a.Stats()
+}
+
+// GossipStats is for metrics.
+func (c *Plane) GossipStats() (members int, sent, received uint64) {
+	st := c.stats()
 	return st.Members, st.MessagesSent, st.MessagesReceived
 }
 
 // RefusedRecords is for metrics: records the agent refused for their signature, VTEP or as replays.
-func (c *Plane) RefusedRecords() uint64 {
-	c.mu.Lock()
-	a := c.agent
-	c.mu.Unlock()
-	if a == nil {
-		return 0
-	}
-	return a.Stats().RefusedRecords
-}
+func (c *Plane) RefusedRecords() uint64 { return c.stats().RefusedRecords }
+
+// MessageBytesSent is for metrics: the bytes of the endpoint changes the agent sent.
+func (c *Plane) MessageBytesSent() uint64 { return c.stats().MessageBytesSent }
 
 // maintain re-seeds a lonely agent, remembers the members for the next start, and asks the Docker API
 // for the swarm managers (asynchronously, with a timeout: a call to dockerd from inside one of its

@@ -161,6 +161,11 @@ func TestHardeningRestarts(t *testing.T) {
 		if m, _ := metricValue(fams, "vxsafe_gossip_members", nil); m != 2 {
 			t.Errorf("n1 has %v gossip members after the rogue attempts, want 2", m)
 		}
+		if b, ok := metricValue(fams, "vxsafe_gossip_message_bytes_sent_total", nil); !ok {
+			t.Error("n1 serves no vxsafe_gossip_message_bytes_sent_total")
+		} else {
+			t.Logf("GOSSIP n1 has sent %.0f bytes of endpoint changes", b)
+		}
 		// With the gossip key but not the network's key, a forged record claiming c1's address: n1, where
 		// c1 is, refuses it (it is not signed with the network's key), and c2 still reaches c1.
 		offset := len(n1.Log())

@@ -83,12 +83,22 @@ func (m *Metrics) Attach(c Counts, g GossipStats) {
 				Help: "Endpoint records refused: unsigned, signed with a key this node does not hold or forged, replayed, or naming a VTEP that is not the sender's address."},
 				func() float64 { return float64(r.RefusedRecords()) }))
 		}
+		if b, ok := g.(GossipBytes); ok {
+			m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "vxsafe", Name: "gossip_message_bytes_sent_total",
+				Help: "Bytes of the endpoint changes this node sent (direct sends and gossip, retransmissions and relays included), before memberlist's framing, compression and encryption."},
+				func() float64 { return float64(b.MessageBytesSent()) }))
+		}
 	}
 }
 
 // GossipRefusals is what a control plane that checks its records reports.
 type GossipRefusals interface {
 	RefusedRecords() uint64
+}
+
+// GossipBytes is what a control plane that counts the bytes of its changes reports.
+type GossipBytes interface {
+	MessageBytesSent() uint64
 }
 
 // Observe records one request.

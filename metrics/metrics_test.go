@@ -33,6 +33,7 @@ func (f *fakeCounts) Counts() (int, int) {
 type fakeGossip struct{}
 
 func (fakeGossip) GossipStats() (int, uint64, uint64) { return 3, 120, 97 }
+func (fakeGossip) MessageBytesSent() uint64           { return 31415 }
 
 // scrape fetches url and parses the Prometheus text format.
 func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
@@ -151,6 +152,7 @@ func TestScrapeHasEveryFamilyWithValues(t *testing.T) {
 		{"vxsafe_gossip_members", nil, 3},
 		{"vxsafe_gossip_messages_sent_total", nil, 120},
 		{"vxsafe_gossip_messages_received_total", nil, 97},
+		{"vxsafe_gossip_message_bytes_sent_total", nil, 31415},
 	} {
 		if got := value(t, fams, c.name, c.labels); got != c.want {
 			t.Errorf("%s%v = %g, want %g", c.name, c.labels, got, c.want)
