@@ -140,7 +140,7 @@ func scaleEndpoints() int {
 	return 10000
 }
 
-// scaleProbe is memberlist's probe interval and timeout for the simulation: the agent's defaults, or
+// probeTiming is memberlist's probe interval and timeout for the simulation: the agent's defaults (zero), or
 // VXSAFE_BENCH_SCALE_PROBE=INTERVAL/TIMEOUT (e.g. 2s/1500ms). One process on few cores gives each of
 // hundreds of nodes a few milliseconds of CPU a second, so that a probe's ack can come later than a real
 // node's would and memberlist suspects members that are up; the probes' timing changes failure detection
