@@ -190,7 +190,7 @@ func TestAgentCluster(t *testing.T) {
 	if got := a.Remote("netX"); len(got) != 0 {
 		t.Fatalf("A.Remote lists own endpoints: %+v", got)
 	}
-	if s := a.Stats(); s.LocalEndpoints != 8 || s.Members != 3 || s.MessagesSent == 0 {
+	if s := a.Stats(); s.LocalEndpoints != 8 || s.Members != 3 || s.MessagesSent == 0 || s.MessageBytesSent < s.MessagesSent {
 		t.Fatalf("A stats %+v", s)
 	}
 
@@ -402,6 +402,19 @@ func TestConfigValidation(t *testing.T) {
 	applyDefaults(&c)
 	if c.GracePeriod != 0 {
 		t.Fatalf("NoGracePeriod became %v", c.GracePeriod)
+	}
+	// The probe timeout: memberlist's 500ms, at most half a short interval unless set, never above the interval.
+	for _, p := range []struct{ interval, timeout, want time.Duration }{
+		{0, 0, 500 * time.Millisecond},
+		{400 * time.Millisecond, 0, 200 * time.Millisecond},
+		{2 * time.Second, 1500 * time.Millisecond, 1500 * time.Millisecond},
+		{time.Second, 5 * time.Second, time.Second},
+	} {
+		c = Config{NodeName: "x", ProbeInterval: p.interval, ProbeTimeout: p.timeout}
+		applyDefaults(&c)
+		if c.ProbeTimeout != p.want {
+			t.Errorf("probe interval %v, timeout %v: timeout became %v, want %v", p.interval, p.timeout, c.ProbeTimeout, p.want)
+		}
 	}
 }
 
