@@ -95,7 +95,9 @@ func metricValue(fams map[string]*dto.MetricFamily, name string, labels map[stri
 // Join removed, and the Go runtime and process collectors.
 func TestVxsafeMetrics(t *testing.T) {
 	c := startCluster(t, cluster.Options{Prefix: "vxm", Nodes: 1})
-	installVxsafe(t, c, map[string]string{"METRICS_ADDR": metricsAddr})
+	// Non-default probe settings: config.json must declare them for `docker plugin set`, and the agent
+	// must run with them (checked on its start line below).
+	installVxsafe(t, c, map[string]string{"METRICS_ADDR": metricsAddr, "GOSSIP_PROBE_INTERVAL": "2s", "GOSSIP_PROBE_TIMEOUT": "1500ms"})
 	n := c.Manager()
 	img := c.Image()
 
@@ -156,6 +158,12 @@ func TestVxsafeMetrics(t *testing.T) {
 		t.Errorf("process_resident_memory_bytes = %v (present %v), want 1 MiB..1 GiB", rss, ok)
 	}
 	t.Logf("METRIC plugin with 1 endpoint: %d goroutines, RSS %.1f MiB", int(g), rss/(1<<20))
+	poll(t, 30*time.Second, "the gossip agent started with GOSSIP_PROBE_INTERVAL=2s GOSSIP_PROBE_TIMEOUT=1500ms", func() error {
+		if logLine(pluginLogSince(n, 0), "gossip started", "probe_interval=2s", "probe_timeout=1.5s") == "" {
+			return fmt.Errorf("no such start line in the plugin log")
+		}
+		return nil
+	})
 
 	// The container goes: Leave is observed and the gauges follow.
 	docker(t, n, "rm", "-f", "m1")

@@ -275,7 +275,8 @@ func New(cfg Config, onChange func(Event)) (*Agent, error) {
 	if cfg.RejoinInterval > 0 {
 		go a.rejoinLoop()
 	}
-	lg.WithFields(logrus.Fields{"addr": ml.LocalNode().Address(), "encrypted": len(cfg.Key) > 0, "label": cfg.Label}).
+	lg.WithFields(logrus.Fields{"addr": ml.LocalNode().Address(), "encrypted": len(cfg.Key) > 0, "label": cfg.Label,
+		"probe_interval": cfg.ProbeInterval, "probe_timeout": cfg.ProbeTimeout}).
 		Info("gossip started")
 	return a, nil
 }

@@ -46,7 +46,8 @@ type settings struct {
 	NodeGoneGrace   time.Duration
 	PluginDownGrace time.Duration
 	// ProbeInterval and ProbeTimeout: memberlist's failure detection (a member is probed once an
-	// interval; a probe not answered within the timeout is retried through other members).
+	// interval; a probe not answered within the timeout is retried through other members). A zero
+	// ProbeTimeout is the gossip agent's default.
 	ProbeInterval, ProbeTimeout time.Duration
 	// VIPRefresh: how often the engine is read for the services of networks with local containers.
 	VIPRefresh time.Duration
@@ -127,9 +128,10 @@ func loadSettings(env func(string) string) (settings, error) {
 	if s.ProbeInterval, err = time.ParseDuration(get("GOSSIP_PROBE_INTERVAL", "1s")); err != nil || s.ProbeInterval < 100*time.Millisecond || s.ProbeInterval > time.Minute {
 		return s, fmt.Errorf("setting GOSSIP_PROBE_INTERVAL: want a duration from 100ms to 1m, got %q", get("GOSSIP_PROBE_INTERVAL", ""))
 	}
-	defTimeout := min(500*time.Millisecond, s.ProbeInterval/2).String()
-	if s.ProbeTimeout, err = time.ParseDuration(get("GOSSIP_PROBE_TIMEOUT", defTimeout)); err != nil || s.ProbeTimeout < 10*time.Millisecond || s.ProbeTimeout > s.ProbeInterval {
-		return s, fmt.Errorf("setting GOSSIP_PROBE_TIMEOUT: want a duration from 10ms to GOSSIP_PROBE_INTERVAL (%s), got %q", s.ProbeInterval, get("GOSSIP_PROBE_TIMEOUT", ""))
+	if v := get("GOSSIP_PROBE_TIMEOUT", ""); v != "" { // empty: the gossip agent's default, min(500ms, interval/2)
+		if s.ProbeTimeout, err = time.ParseDuration(v); err != nil || s.ProbeTimeout < 10*time.Millisecond || s.ProbeTimeout > s.ProbeInterval {
+			return s, fmt.Errorf("setting GOSSIP_PROBE_TIMEOUT: want a duration from 10ms to GOSSIP_PROBE_INTERVAL (%s), got %q", s.ProbeInterval, v)
+		}
 	}
 	if s.VIPRefresh, err = time.ParseDuration(get("VIP_REFRESH", "250ms")); err != nil || s.VIPRefresh < 50*time.Millisecond || s.VIPRefresh > time.Minute {
 		return s, fmt.Errorf("setting VIP_REFRESH: want a duration from 50ms to 1m, got %q", get("VIP_REFRESH", ""))

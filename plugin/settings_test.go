@@ -16,7 +16,7 @@ func TestSettingsDefaults(t *testing.T) {
 	if s.VNIMin != 1048576 || s.VNIMax != 2097151 || s.Port != 4789 || s.GossipPort != 7947 || s.MTU != 0 ||
 		s.StateDir != "/host/var/lib" || s.DockerSocket != "/host/run" || s.SweepInterval != 30*time.Second || s.MetricsAddr != "" || len(s.GossipKey) != 0 ||
 		s.NodeGoneGrace != 10*time.Second || s.PluginDownGrace != 10*time.Minute ||
-		s.ProbeInterval != time.Second || s.ProbeTimeout != 500*time.Millisecond {
+		s.ProbeInterval != time.Second || s.ProbeTimeout != 0 {
 		t.Fatalf("defaults: %+v", s)
 	}
 }
@@ -35,17 +35,6 @@ func TestSettingsParsed(t *testing.T) {
 		s.GossipPort != 8000 || len(s.GossipKey) != 32 || len(s.Peers) != 2 || s.SweepInterval != 5*time.Second ||
 		s.NodeGoneGrace != 0 || s.PluginDownGrace != time.Hour || s.ProbeInterval != 3*time.Second || s.ProbeTimeout != 2*time.Second {
 		t.Fatalf("parsed: %+v", s)
-	}
-}
-
-// The probe timeout follows a short interval unless it is set: memberlist needs it below the interval.
-func TestSettingsProbeTimeoutFollowsInterval(t *testing.T) {
-	s, err := loadSettings(envOf(map[string]string{"GOSSIP_PROBE_INTERVAL": "400ms"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.ProbeTimeout != 200*time.Millisecond {
-		t.Fatalf("GOSSIP_PROBE_INTERVAL=400ms: timeout %v, want 200ms", s.ProbeTimeout)
 	}
 }
 
