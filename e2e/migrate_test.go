@@ -395,7 +395,12 @@ func TestMigrate(t *testing.T) {
 		if code != 1 {
 			t.Fatalf("vxsafe migrate with a failing update: exit status %d, want 1", code)
 		}
-		for _, w := range []string{"service pinned: update paused", "not deleting a live interface", "service pinned: rolled back",
+		// 20.10 pauses the update; the current engine may retry the task, or call the update completed a
+		// replica short while the task fails again and again: the run stops it either way.
+		if !strings.Contains(out, "service pinned: update paused") && !strings.Contains(out, "service pinned: update failing (") {
+			t.Errorf("the output says neither that pinned's update paused nor that it is failing")
+		}
+		for _, w := range []string{"not deleting a live interface", "service pinned: rolled back",
 			"service pinned: back on its previous networks", "State now:", "--revert failnet"} {
 			if !strings.Contains(out, w) {
 				t.Errorf("the output does not say %q", w)

@@ -38,7 +38,7 @@ type fakeService struct {
 	Prev    json.RawMessage
 	Update  *engine.UpdateStatus
 	pending int    // reads of the service before its update resolves
-	outcome string // how the pending update resolves: "", "paused", "rollback" (failure action), "retrying", "stuck", "manual-rollback"
+	outcome string // how the pending update resolves: "", "paused", "rollback" (failure action), "retrying", "completed-failing", "stuck", "manual-rollback"
 }
 
 type fakeTask struct {
@@ -115,7 +115,8 @@ type fakeSwarm struct {
 	Lag int
 	// Fail decides how the update of a service (by name, networks before and after) fails: "" it does
 	// not, "paused" the swarm pauses it, "rollback" the swarm rolls it back (update-failure-action
-	// rollback), "retrying" its new tasks fail again and again while it stays "updating", "stuck" a new
+	// rollback), "retrying" its new tasks fail again and again while it stays "updating",
+	// "completed-failing" the same once the swarm calls the update completed a replica short, "stuck" a new
 	// task stays in "preparing" with an error (the current engine with an image it cannot pull). TaskErr is
 	// the failed task's error.
 	Fail    func(name string, before, after []string) string
@@ -400,6 +401,15 @@ func (f *fakeSwarm) advance(s *fakeService) {
 			f.startUpdate(s)
 			f.taskWithErr(s, "running", "preparing")
 		}
+		return
+	case "completed-failing":
+		// The current engine can also call such an update completed while its new task has not come up
+		// (here the old one still runs) and the restart policy fails that task again and again.
+		if s.Update == nil {
+			f.startUpdate(s)
+			s.Update.State, s.Update.Message = "completed", "update completed"
+		}
+		f.taskWithErr(s, "shutdown", "failed")
 		return
 	case "retrying":
 		// The current engine's way with a task that cannot start: a new one, and again; the update stays on.

@@ -154,18 +154,9 @@ func (m *Migrator) waitService(s *service, ok func(engine.Task) bool, rollback b
 		if cur.UpdateStatus != nil {
 			state, msg = cur.UpdateStatus.State, cur.UpdateStatus.Message
 		}
-		switch {
-		case !rollback && (state == "paused" || strings.HasPrefix(state, "rollback_")),
-			rollback && (state == "rollback_paused" || state == "paused"):
+		if (!rollback && (state == "paused" || strings.HasPrefix(state, "rollback_"))) ||
+			(rollback && (state == "rollback_paused" || state == "paused")) {
 			return 0, &updateError{service: s.Name, state: state, message: msg, task: m.lastTaskError(s.ID)}
-		case !rollback && state == "updating":
-			failed, stuck := m.troubled(s.ID, cur.UpdateStatus.StartedAt, erring)
-			if failed >= failLimit {
-				return 0, &updateError{service: s.Name, state: fmt.Sprintf("failing (%d tasks of it failed)", failed), message: msg, task: m.lastTaskError(s.ID)}
-			}
-			if stuck != "" {
-				return 0, &updateError{service: s.Name, state: fmt.Sprintf("stuck (a task has failed to start for %s)", m.o.StuckAfter), message: msg, task: stuck}
-			}
 		}
 		done := state == "" || state == "completed" || (rollback && state == "rollback_completed")
 		if done {
@@ -179,6 +170,18 @@ func (m *Migrator) waitService(s *service, ok func(engine.Task) bool, rollback b
 			why = reason
 		} else {
 			why = "update " + state
+		}
+		// A task that cannot start stops the run while the update is on, and also once the swarm calls it
+		// "completed" with a replica short: the current engine can end an update whose new task failed
+		// after the updater moved on, and the restart policy then fails that task again and again.
+		if !rollback && cur.UpdateStatus != nil && (state == "updating" || state == "completed") {
+			failed, stuck := m.troubled(s.ID, cur.UpdateStatus.StartedAt, erring)
+			if failed >= failLimit {
+				return 0, &updateError{service: s.Name, state: fmt.Sprintf("failing (%d tasks of it failed)", failed), message: msg, task: m.lastTaskError(s.ID)}
+			}
+			if stuck != "" {
+				return 0, &updateError{service: s.Name, state: fmt.Sprintf("stuck (a task has failed to start for %s)", m.o.StuckAfter), message: msg, task: stuck}
+			}
 		}
 		if time.Now().After(deadline) {
 			return 0, &updateError{service: s.Name, state: "not converged within " + m.o.Timeout.String(), message: why, task: m.lastTaskError(s.ID)}
