@@ -99,10 +99,11 @@ type fakeEvent struct {
 
 // fakeSwarm is the swarm the fake engine serves.
 type fakeSwarm struct {
-	t   *testing.T
-	mu  sync.Mutex
-	srv *httptest.Server
-	seq int
+	t     *testing.T
+	mu    sync.Mutex
+	srv   *httptest.Server
+	seq   int
+	epoch time.Time // the clock of the fake's timestamps starts here (now, as the client's clock)
 
 	Self       string
 	Networks   []*engine.Network
@@ -116,9 +117,9 @@ type fakeSwarm struct {
 	// Fail decides how the update of a service (by name, networks before and after) fails: "" it does
 	// not, "paused" the swarm pauses it, "rollback" the swarm rolls it back (update-failure-action
 	// rollback), "retrying" its new tasks fail again and again while it stays "updating",
-	// "completed-failing" the same once the swarm calls the update completed a replica short, "stuck" a new
-	// task stays in "preparing" with an error (the current engine with an image it cannot pull). TaskErr is
-	// the failed task's error.
+	// "completed-failing" the same once the swarm calls the update completed, "nostatus-failing" the same
+	// with no update status, "stuck" a new task stays in "preparing" with an error (the current engine
+	// with an image it cannot pull). TaskErr is the failed task's error.
 	Fail    func(name string, before, after []string) string
 	TaskErr string
 	// OutOfSequence[name] updates of a service are refused as out of sequence (another writer came between).
@@ -139,7 +140,7 @@ type fakeSwarm struct {
 }
 
 func newFakeSwarm(t *testing.T) *fakeSwarm {
-	f := &fakeSwarm{t: t, OutOfSequence: map[string]int{}, TaskErr: "starting container failed: network sandbox join failed"}
+	f := &fakeSwarm{t: t, OutOfSequence: map[string]int{}, TaskErr: "starting container failed: network sandbox join failed", epoch: time.Now().UTC()}
 	f.Self = f.node("manager1", true).ID
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
@@ -163,7 +164,7 @@ func (f *fakeSwarm) id(kind string, n int) string {
 
 func (f *fakeSwarm) stamp() string {
 	f.seq++
-	return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(f.seq) * time.Millisecond).Format("2006-01-02T15:04:05.000000000Z")
+	return f.epoch.Add(time.Duration(f.seq) * time.Millisecond).Format("2006-01-02T15:04:05.000000000Z")
 }
 
 func (f *fakeSwarm) node(host string, plugin bool) *fakeNode {
@@ -409,6 +410,10 @@ func (f *fakeSwarm) advance(s *fakeService) {
 			f.startUpdate(s)
 			s.Update.State, s.Update.Message = "completed", "update completed"
 		}
+		f.taskWithErr(s, "shutdown", "failed")
+		return
+	case "nostatus-failing":
+		// The same with no update status at all (as the swarm leaves it between an update and its updater).
 		f.taskWithErr(s, "shutdown", "failed")
 		return
 	case "retrying":

@@ -139,7 +139,8 @@ func (m *Migrator) removeNetwork(s *service, p *plan) (string, error) {
 // waitService waits until the service's update is over and every task that should run runs, as ok
 // wants it (and as many as its replicas). In a rollback, the rollback's end states are the goal.
 func (m *Migrator) waitService(s *service, ok func(engine.Task) bool, rollback bool) (int, error) {
-	deadline := time.Now().Add(m.o.Timeout)
+	began := time.Now()
+	deadline := began.Add(m.o.Timeout)
 	why := ""
 	erring := map[string]time.Time{} // tasks of the update seen with an error, not running: since when
 	for {
@@ -174,8 +175,14 @@ func (m *Migrator) waitService(s *service, ok func(engine.Task) bool, rollback b
 		// A task that cannot start stops the run while the update is on, and also once the swarm calls it
 		// "completed" with a replica short: the current engine can end an update whose new task failed
 		// after the updater moved on, and the restart policy then fails that task again and again.
-		if !rollback && cur.UpdateStatus != nil && (state == "updating" || state == "completed") {
-			failed, stuck := m.troubled(s.ID, cur.UpdateStatus.StartedAt, erring)
+		if !rollback && (state == "updating" || done) {
+			since := began // the swarm gave no update status: the tasks since the wait began
+			if cur.UpdateStatus != nil {
+				if at, err := time.Parse(time.RFC3339Nano, cur.UpdateStatus.StartedAt); err == nil {
+					since = at
+				}
+			}
+			failed, stuck := m.troubled(s.ID, since, erring)
 			if failed >= failLimit {
 				return 0, &updateError{service: s.Name, state: fmt.Sprintf("failing (%d tasks of it failed)", failed), message: msg, task: m.lastTaskError(s.ID)}
 			}
@@ -199,11 +206,7 @@ const failLimit = 3
 
 // troubled looks at the service's tasks since its update started: how many failed or were rejected, and
 // one that has been failing to start for StuckAfter (its error, with the node), if any.
-func (m *Migrator) troubled(id, startedAt string, erring map[string]time.Time) (failed int, stuck string) {
-	since, err := time.Parse(time.RFC3339Nano, startedAt)
-	if err != nil {
-		return 0, ""
-	}
+func (m *Migrator) troubled(id string, since time.Time, erring map[string]time.Time) (failed int, stuck string) {
 	tasks, err := m.c.Tasks(map[string][]string{"service": {id}})
 	if err != nil {
 		return 0, ""

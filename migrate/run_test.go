@@ -310,7 +310,7 @@ func TestDryRunWritesNothing(t *testing.T) {
 // back, later services are not touched, the output names the service and the task's error. A --resume
 // once the cause is fixed completes.
 func TestFailedUpdateStopsAndResumes(t *testing.T) {
-	for _, mode := range []string{"paused", "rollback", "retrying", "completed-failing", "stuck"} {
+	for _, mode := range []string{"paused", "rollback", "retrying", "completed-failing", "nostatus-failing", "stuck"} {
 		t.Run(mode, func(t *testing.T) {
 			w := newWorld(t)
 			w.f.Fail = func(name string, before, after []string) string {
@@ -356,7 +356,7 @@ func TestFailedUpdateStopsAndResumes(t *testing.T) {
 				t.Errorf("api (before db) is on %v, want both and other", ids)
 			}
 			s := out.String()
-			for _, want := range []string{"service db: update " + map[string]string{"paused": "paused", "rollback": "rollback_completed", "retrying": "failing (3 tasks of it failed)", "completed-failing": "failing (3 tasks of it failed)", "stuck": "stuck (a task has failed to start for 50ms)"}[mode], w.f.TaskErr, "(node worker1, ", "--resume appnet"} {
+			for _, want := range []string{"service db: update " + map[string]string{"paused": "paused", "rollback": "rollback_completed", "retrying": "failing (3 tasks of it failed)", "completed-failing": "failing (3 tasks of it failed)", "nostatus-failing": "failing (3 tasks of it failed)", "stuck": "stuck (a task has failed to start for 50ms)"}[mode], w.f.TaskErr, "(node worker1, ", "--resume appnet"} {
 				if !strings.Contains(s, want) {
 					t.Errorf("the output lacks %q:\n%s", want, s)
 				}
