@@ -38,7 +38,7 @@ type fakeService struct {
 	Prev    json.RawMessage
 	Update  *engine.UpdateStatus
 	pending int    // reads of the service before its update resolves
-	outcome string // how the pending update resolves: "", "paused", "rollback" (failure action), "retrying", "completed-failing", "stuck", "manual-rollback"
+	outcome string // how the pending update resolves: "", "paused", "rollback" (failure action), "retrying", "completed-failing", "nostatus-failing", "stuck", "manual-rollback"
 }
 
 type fakeTask struct {
