@@ -512,9 +512,16 @@ func TestHardeningRestarts(t *testing.T) {
 		docker(t, n1, "network", "create", "-d", pluginName, "--attachable", "--subnet", "10.0.31.0/24",
 			"-o", "com.docker.network.driver.overlay.vxlanid_list="+ovVNI, "vs")
 		p := startPing(t, n1, "o1", ipo2)
+		offset := len(n1.Log())
 		_, err := n1.Docker(ctxT(t, 2*time.Minute), "run", "--rm", "--network", "vs", img, "true")
 		if err == nil {
-			t.Fatal("a vxsafe container started on a VNI that Docker's overlay uses with running containers")
+			// Say which path let the join through: the plugin's log of the join (a create the kernel
+			// allowed, or a deletion of overlay's device) and whether overlay still carries traffic.
+			gap, rx, tx := p.stop(t)
+			t.Logf("overlay o1 -> o2 during the join: largest gap %s (%d of %d replies); ping now: %v",
+				gap, rx, tx, pingOnce(n1, "o1", ipo2))
+			t.Fatalf("a vxsafe container started on a VNI that Docker's overlay uses with running containers; n1's plugin log:\n%s",
+				pluginLogSince(n1, offset))
 		}
 		t.Logf("SAFETY docker's error: %v", err)
 		for _, w := range []string{`vxlan interface "vxlan0"`, "VNI " + ovVNI, "Docker overlay sandbox", "still has containers attached", "not deleting a live interface"} {
