@@ -17,10 +17,15 @@ const testNet = "abcde1234567890fedcba"
 
 func newManager(t *testing.T) (*Manager, *nstest.NS, *test.Hook) {
 	t.Helper()
+	return newManagerWith(t, nil)
+}
+
+func newManagerWith(t *testing.T, hooks *Hooks) (*Manager, *nstest.NS, *test.Hook) {
+	t.Helper()
 	host := nstest.New(t, "vxsdp")
 	logger, hook := test.NewNullLogger()
 	logger.SetLevel(logrus.DebugLevel)
-	m, err := New(Options{NS: host.Handle, Log: logrus.NewEntry(logger)})
+	m, err := New(Options{NS: host.Handle, Log: logrus.NewEntry(logger), Hooks: hooks})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,6 +286,103 @@ func TestOverlaySandboxWithContainerIsLive(t *testing.T) {
 	}
 	if !exists(sb, "vxlan0") {
 		t.Fatal("live sandbox device deleted")
+	}
+}
+
+// attachVeth attaches a new veth to bridge br0 of sb, as overlay does for a container joining.
+func attachVeth(t *testing.T, sb *nstest.NS, name string) {
+	t.Helper()
+	br, err := sb.NL.LinkByName("br0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p"}
+	if err := sb.NL.LinkAdd(v); err != nil {
+		t.Fatal(err)
+	}
+	vl, err := sb.NL.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sb.NL.LinkSetMaster(vl, br); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Docker's overlay attaches its first container's veth to a sandbox it has just built: a device that
+// looked like a leftover in one scan is live in the next, and must not be deleted.
+func TestOverlaySandboxBeingBuiltIsLive(t *testing.T) {
+	hooks := &Hooks{}
+	m, host, _ := newManagerWith(t, hooks)
+	s := spec(1048592)
+	sb := overlaySandbox(t, host, int(s.VNI), false)
+	ran := false
+	hooks.Before(StepConfirmStale, func() { ran = true; attachVeth(t, sb, "veth0") })
+	_, removed, err := m.EnsureVXLAN(s, nil)
+	if !ran {
+		t.Fatal("EnsureVXLAN deleted or refused without a second look")
+	}
+	var ce *ConflictError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "veth0") || !strings.Contains(err.Error(), "still has containers attached") {
+		t.Fatalf("want a ConflictError naming veth0, got %v (removed %+v)", err, removed)
+	}
+	if !exists(sb, "vxlan0") {
+		t.Fatal("the sandbox's vxlan0 was deleted while overlay attached a container")
+	}
+}
+
+// Overlay's own sequence from the start: the device is created down in the host namespace (stale by the
+// rules), then moved into a sandbox, enslaved to br0 and given a container, before vxsafe looks again.
+func TestOverlayDeviceMovedIntoSandboxIsLive(t *testing.T) {
+	hooks := &Hooks{}
+	m, host, _ := newManagerWith(t, hooks)
+	s := spec(1048593)
+	l := plant(t, host, "vx-ovl", int(s.VNI), 4789, false)
+	sb := nstest.New(t, "vxsdpsb")
+	hooks.Before(StepConfirmStale, func() {
+		if err := host.NL.LinkSetNsFd(l, int(sb.Handle)); err != nil {
+			t.Fatal(err)
+		}
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
+		if err := sb.NL.LinkAdd(br); err != nil {
+			t.Fatal(err)
+		}
+		vl, err := sb.NL.LinkByName("vx-ovl")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sb.NL.LinkSetMaster(vl, br); err != nil {
+			t.Fatal(err)
+		}
+		attachVeth(t, sb, "veth0")
+	})
+	_, removed, err := m.EnsureVXLAN(s, nil)
+	var ce *ConflictError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), `"vx-ovl"`) || !strings.Contains(err.Error(), "veth0") {
+		t.Fatalf("want a ConflictError naming vx-ovl and veth0, got %v (removed %+v)", err, removed)
+	}
+	if !exists(sb, "vx-ovl") {
+		t.Fatal("overlay's device was deleted while overlay built its sandbox")
+	}
+}
+
+// A stale device whose owner deletes it during the second look: nothing to delete, the create goes on.
+func TestStaleDeviceGoneBeforeSecondLook(t *testing.T) {
+	hooks := &Hooks{}
+	m, host, _ := newManagerWith(t, hooks)
+	s := spec(1048594)
+	l := plant(t, host, "vxsgone0", int(s.VNI), 4789, false)
+	hooks.Before(StepConfirmStale, func() {
+		if err := host.NL.LinkDel(l); err != nil {
+			t.Fatal(err)
+		}
+	})
+	_, removed, err := m.EnsureVXLAN(s, nil)
+	if err != nil || len(removed) != 0 {
+		t.Fatalf("removed %+v, err %v", removed, err)
+	}
+	if !exists(host, s.Name) {
+		t.Fatal("the network's device was not created")
 	}
 }
 

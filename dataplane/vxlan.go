@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
@@ -104,6 +105,12 @@ func (m *Manager) clearAndCreate(spec VXLANSpec, all bool, liveNetwork func(stri
 			return 0, nil, fmt.Errorf("scanning for devices that conflict with %s: %w", spec, err)
 		}
 	}
+	var confirmed map[deviceKey]bool
+	if anyForeignStale(devs, spec, liveNetwork) {
+		if devs, confirmed, err = m.confirmStale(devs, spec, liveNetwork); err != nil {
+			return 0, nil, err
+		}
+	}
 	var removed []Removed
 	for _, d := range devs {
 		conflicts, byName := spec.want().Conflict(d)
@@ -111,6 +118,13 @@ func (m *Manager) clearAndCreate(spec VXLANSpec, all bool, liveNetwork func(stri
 			continue
 		}
 		j := Classify(d, spec.want(), liveNetwork)
+		if j.Verdict == Stale && foreign(d) && !confirmed[keyOf(d)] {
+			// Judged stale by the second scan only: it may be another program's device in the making
+			// too. Left for the retry after EEXIST, which looks twice again.
+			log.WithFields(logrus.Fields{"interface_seen": d.Name, "ifindex": d.Index, "namespace": d.NS.Desc, "reason": j.Reason}).
+				Info("a conflicting device was judged stale by one scan only; not deleting it yet")
+			continue
+		}
 		switch j.Verdict {
 		case Reuse:
 			l, err := m.h.LinkByIndex(d.Index)
@@ -150,12 +164,77 @@ func (m *Manager) clearAndCreate(spec VXLANSpec, all bool, liveNetwork func(stri
 
 // anyStale reports whether a device in devs conflicts with spec and would be judged stale.
 func anyStale(devs []Device, spec VXLANSpec, liveNetwork func(string) bool) bool {
+	return len(staleKeys(devs, spec, liveNetwork, false)) > 0
+}
+
+// anyForeignStale reports whether a device in devs that is not vxsafe's conflicts with spec and would be
+// judged stale.
+func anyForeignStale(devs []Device, spec VXLANSpec, liveNetwork func(string) bool) bool {
+	return len(staleKeys(devs, spec, liveNetwork, true)) > 0
+}
+
+// staleKeys returns the devices of devs (only those that are not vxsafe's, with onlyForeign) that
+// conflict with spec and would be judged stale.
+func staleKeys(devs []Device, spec VXLANSpec, liveNetwork func(string) bool, onlyForeign bool) map[deviceKey]bool {
+	keys := map[deviceKey]bool{}
 	for _, d := range devs {
+		if onlyForeign && !foreign(d) {
+			continue
+		}
 		if conflicts, _ := spec.want().Conflict(d); conflicts && Classify(d, spec.want(), liveNetwork).Verdict == Stale {
-			return true
+			keys[keyOf(d)] = true
 		}
 	}
-	return false
+	return keys
+}
+
+// StaleSettle is how long a device that is not vxsafe's must stay stale, in two scans of every
+// namespace, before EnsureVXLAN deletes it.
+//
+// Another program's device passes through states that Classify calls stale while that program builds
+// it. Docker's overlay, joining its first container on a host, creates its vxlan down in the host
+// namespace, moves it into the sandbox, enslaves it to the sandbox's br0, and only then attaches the
+// container's veth: for that moment the device is "down", then "a sandbox leftover whose bridge has no
+// container". Such a device only conflicts with a vxsafe network that asks for the same VNI (an
+// operator's error), but deleting it would break overlay's join. vxsafe's own devices are judged from
+// vxsafe's state and need no second look. The cost falls only on a join that meets a foreign stale
+// device: a quarter of a second, once.
+const StaleSettle = 250 * time.Millisecond
+
+// deviceKey identifies a scanned device across two scans: its namespace, ifindex and name.
+type deviceKey struct {
+	ns    uint64
+	index int
+	name  string
+}
+
+func keyOf(d Device) deviceKey { return deviceKey{d.NS.Ino, d.Index, d.Name} }
+
+// foreign reports whether d is not one of vxsafe's network devices.
+func foreign(d Device) bool {
+	_, ep, ours := ParseAlias(d.Alias)
+	return !ours || ep != ""
+}
+
+// confirmStale waits StaleSettle and scans every namespace again. It returns the new scan and the foreign
+// devices that both scans judge stale: only those may be deleted.
+func (m *Manager) confirmStale(first []Device, spec VXLANSpec, liveNetwork func(string) bool) ([]Device, map[deviceKey]bool, error) {
+	before := staleKeys(first, spec, liveNetwork, true)
+	if err := m.hooks.check(StepConfirmStale); err != nil {
+		return nil, nil, fmt.Errorf("confirming that the devices conflicting with %s are stale: %w", spec, err)
+	}
+	time.Sleep(StaleSettle)
+	devs, err := m.ScanVXLAN(true, false)
+	if err != nil {
+		return nil, nil, fmt.Errorf("scanning again for devices that conflict with %s: %w", spec, err)
+	}
+	confirmed := map[deviceKey]bool{}
+	for k := range staleKeys(devs, spec, liveNetwork, true) {
+		if before[k] {
+			confirmed[k] = true
+		}
+	}
+	return devs, confirmed, nil
 }
 
 // clearForeignName deletes a non-VXLAN link that holds a name we need, when it is provably unused.
