@@ -322,12 +322,24 @@ func TestOverlaySandboxBeingBuiltIsLive(t *testing.T) {
 	if !ran {
 		t.Fatal("EnsureVXLAN deleted or refused without a second look")
 	}
+	wantRefusedKept(t, err, removed, sb, "vxlan0", "veth0", "still has containers attached")
+}
+
+// wantRefusedKept fails t unless err is a ConflictError containing every word of words and device dev
+// is still in ns.
+func wantRefusedKept(t *testing.T, err error, removed []Removed, ns *nstest.NS, dev string, words ...string) {
+	t.Helper()
 	var ce *ConflictError
-	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "veth0") || !strings.Contains(err.Error(), "still has containers attached") {
-		t.Fatalf("want a ConflictError naming veth0, got %v (removed %+v)", err, removed)
+	if !errors.As(err, &ce) {
+		t.Fatalf("want a ConflictError, got %v (removed %+v)", err, removed)
 	}
-	if !exists(sb, "vxlan0") {
-		t.Fatal("the sandbox's vxlan0 was deleted while overlay attached a container")
+	for _, w := range words {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q lacks %q", err, w)
+		}
+	}
+	if !exists(ns, dev) {
+		t.Fatalf("%s was deleted while its owner was building it", dev)
 	}
 }
 
@@ -357,13 +369,7 @@ func TestOverlayDeviceMovedIntoSandboxIsLive(t *testing.T) {
 		attachVeth(t, sb, "veth0")
 	})
 	_, removed, err := m.EnsureVXLAN(s, nil)
-	var ce *ConflictError
-	if !errors.As(err, &ce) || !strings.Contains(err.Error(), `"vx-ovl"`) || !strings.Contains(err.Error(), "veth0") {
-		t.Fatalf("want a ConflictError naming vx-ovl and veth0, got %v (removed %+v)", err, removed)
-	}
-	if !exists(sb, "vx-ovl") {
-		t.Fatal("overlay's device was deleted while overlay built its sandbox")
-	}
+	wantRefusedKept(t, err, removed, sb, "vx-ovl", `"vx-ovl"`, "veth0")
 }
 
 // A stale device whose owner deletes it during the second look: nothing to delete, the create goes on.
